@@ -1,0 +1,2 @@
+//! Runner: libtest-mimic glue, registry, reports.
+pub mod cli;
