@@ -1,1 +1,54 @@
-//! errors
+//! Errors that end a run, each mapped to an exit code (as nextest does), so scripts and CI
+//! can tell "you called it wrong" from "the stack would not come up" from "tests failed".
+
+use std::process::ExitCode;
+
+/// Exit codes, documented in README.md.
+pub mod exit {
+    /// Every selected case passed.
+    pub const OK: u8 = 0;
+    /// At least one case failed (libtest's own code).
+    pub const TEST_FAILED: u8 = 101;
+    /// Bad command line, environment variable, manifest or router config.
+    pub const USAGE: u8 = 2;
+    /// The stack could not be brought up or reached (a service missing, unhealthy, unreachable).
+    pub const STACK: u8 = 3;
+    /// Interrupted by SIGINT/SIGTERM (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// An error that ends the run before or around the cases, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The user asked for something that cannot work: fix the input.
+    #[error("{0}")]
+    Usage(String),
+    /// A service of the stack is missing, would not start or is unreachable.
+    #[error("{0}")]
+    Stack(String),
+}
+
+impl RunError {
+    pub fn usage(msg: impl Into<String>) -> Self {
+        Self::Usage(msg.into())
+    }
+    pub fn stack(msg: impl Into<String>) -> Self {
+        Self::Stack(msg.into())
+    }
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => exit::USAGE,
+            Self::Stack(_) => exit::STACK,
+        }
+    }
+}
+
+/// Maps any error to the exit code of the first [`RunError`] in its chain (stack by default:
+/// an unclassified failure happened while running things, not while reading input).
+pub fn exit_code_of(err: &anyhow::Error) -> ExitCode {
+    let code = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<RunError>())
+        .map_or(exit::STACK, RunError::exit_code);
+    ExitCode::from(code)
+}

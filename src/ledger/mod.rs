@@ -1,1 +1,5 @@
-//! ledger (in progress)
+//! Ledger: the sink that receives the router's logging payloads, the team's price table,
+//! expected costs, per-tenant accumulation and three-way reconciliation.
+
+pub mod prices;
+pub mod sink;

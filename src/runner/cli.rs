@@ -1,10 +1,20 @@
-//! Command-line dispatch (placeholder until the runner lands).
+//! Command-line dispatch. Anything that is not a subcommand is libtest arguments for
+//! `gauntlet test`, so `gauntlet --list`, `gauntlet smoke::` and a bare `gauntlet` run the
+//! suites exactly as a libtest binary would.
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "gauntlet")]
+#[command(
+    name = "gauntlet",
+    version,
+    about = "Runs an LLM gateway stack through its paces: smoke, fallbacks, cost ledgers, caching.",
+    after_help = "With no subcommand, or with libtest arguments (--list, FILTER, --exact, --ignored, \
+                  --test-threads N, ...), gauntlet runs the suites: see `gauntlet test --help`."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -12,9 +22,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the suites (the default); takes libtest's arguments.
+    #[command(disable_help_flag = true)]
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run the provider simulator.
     Sim(crate::sim::SimArgs),
-    /// Benchmarks.
+    /// Start the stack and keep it running (Ctrl-C stops it); --detach runs it in the background.
+    Up(super::up::UpArgs),
+    /// Stop a stack started with `gauntlet up --detach`.
+    Down {
+        /// The stack's state file (default: target/gauntlet/stack.json, or $GAUNTLET_STACK).
+        #[arg(long, env = "GAUNTLET_STACK")]
+        state: Option<PathBuf>,
+    },
+    /// Install the pinned LiteLLM into the cache now (otherwise done on first use).
+    Provision,
+    /// Benchmarks (print numbers; never assert times).
     Bench {
         #[command(subcommand)]
         what: Bench,
@@ -27,20 +53,65 @@ enum Bench {
     Sim(crate::sim::BenchArgs),
 }
 
+const SUBCOMMANDS: &[&str] = &[
+    "test",
+    "sim",
+    "up",
+    "down",
+    "provision",
+    "bench",
+    "help",
+    "-h",
+    "--help",
+    "-V",
+    "--version",
+];
+
 pub fn main(args: Vec<String>) -> ExitCode {
-    let cli = Cli::parse_from(args);
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let result = rt.block_on(async {
-        match cli.command {
-            Command::Sim(a) => crate::sim::serve_cli(a).await,
-            Command::Bench { what: Bench::Sim(a) } => crate::sim::bench_cli(a).await,
+    let first = args.get(1).map(String::as_str).unwrap_or("");
+    if !SUBCOMMANDS.contains(&first) {
+        return super::run_tests(args);
+    }
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                crate::error::exit::USAGE
+            } else {
+                0
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
         }
-    });
+    };
+    let result = match cli.command {
+        Command::Test { args: rest } => {
+            let mut argv = vec![args[0].clone()];
+            argv.extend(rest);
+            return super::run_tests(argv);
+        }
+        Command::Up(a) => super::up::up(a),
+        Command::Down { state } => super::up::down(state),
+        Command::Provision => crate::stack::litellm::resolve()
+            .map(|bin| println!("{}", bin.display()))
+            .map_err(Into::into),
+        Command::Sim(a) => block_on(crate::sim::serve_cli(a)),
+        Command::Bench {
+            what: Bench::Sim(a),
+        } => block_on(crate::sim::bench_cli(a)),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            eprintln!(
+                "gauntlet: error: {}",
+                crate::redact::redact(&format!("{e:#}"))
+            );
+            crate::error::exit_code_of(&e)
         }
     }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()?.block_on(f)
 }

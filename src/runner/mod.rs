@@ -1,2 +1,13 @@
-//! Runner: libtest-mimic glue, registry, reports.
+//! Runner: libtest-mimic glue, the case registry, per-case capture, reports, signals.
+
+pub mod capture;
 pub mod cli;
+pub mod context;
+pub mod progress;
+pub mod registry;
+pub mod report;
+pub mod run;
+pub mod signals;
+pub mod up;
+
+pub use run::main as run_tests;

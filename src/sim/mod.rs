@@ -22,3 +22,34 @@ pub async fn serve_cli(_args: SimArgs) -> anyhow::Result<()> {
 pub async fn bench_cli(_args: BenchArgs) -> anyhow::Result<()> {
     anyhow::bail!("simulator bench not built yet")
 }
+
+// --- temporary stand-ins until the sim branch lands ---
+#[derive(Debug, Clone, Default)]
+pub struct SimConfig;
+impl SimConfig {
+    pub fn for_deployments(_d: &[String]) -> Self {
+        Self
+    }
+}
+pub struct SimHandle(std::net::SocketAddr);
+impl SimHandle {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.0)
+    }
+    pub async fn shutdown(self) {}
+}
+pub async fn start(_c: SimConfig, a: SocketAddr) -> anyhow::Result<SimHandle> {
+    Ok(SimHandle(a))
+}
+pub struct JournalEntry {
+    pub user: Option<String>,
+}
+pub struct AdminClient;
+impl AdminClient {
+    pub fn new(_u: &str) -> Self {
+        Self
+    }
+    pub async fn journal(&self, _tag: Option<&str>) -> anyhow::Result<Vec<JournalEntry>> {
+        Ok(vec![])
+    }
+}

@@ -1,1 +1,433 @@
-//! stack (in progress)
+//! The stack under test: the manifest, start order, health, backends, and the endpoints the
+//! suites talk to. [`Stack::start`] brings services up level by level; [`Stack::stop`] (and,
+//! as a last resort, [`process::kill_all_live`]) tears down everything it started.
+
+pub mod health;
+pub mod litellm;
+pub mod manifest;
+pub mod order;
+pub mod process;
+pub mod router_config;
+pub mod state;
+pub mod template;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::RunError;
+use manifest::{Builtin, Manifest};
+use router_config::RouterConfig;
+use template::Vars;
+
+/// Where one service can be reached.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Endpoint {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+/// What the suites need to reach a running stack. This is also the state file that
+/// `gauntlet up` writes and `GAUNTLET_STACK` attaches to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Endpoints {
+    /// Service name → endpoint (router, sim, sink, redis, …).
+    pub services: BTreeMap<String, Endpoint>,
+    /// Which service is the router.
+    pub router: String,
+    /// The router's master key. Only in memory and in the 0600 state file; never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_key: Option<String>,
+    /// The process that owns the stack (the runner, or `gauntlet up`).
+    pub supervisor_pid: u32,
+    /// Where service logs are written.
+    #[serde(default)]
+    pub logs: BTreeMap<String, PathBuf>,
+    /// Router version, once known (for reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_version: Option<String>,
+}
+
+impl Endpoints {
+    pub fn url(&self, service: &str) -> Option<&str> {
+        self.services.get(service).map(|e| e.url.as_str())
+    }
+    pub fn router_url(&self) -> Option<&str> {
+        self.url(&self.router)
+    }
+    pub fn has(&self, service: &str) -> bool {
+        self.services.contains_key(service)
+    }
+}
+
+/// A running stack started by this process.
+pub struct Stack {
+    pub endpoints: Endpoints,
+    procs: Vec<process::Proc>,
+    sim: Option<crate::sim::SimHandle>,
+    sink: Option<crate::ledger::sink::SinkHandle>,
+    /// Rendered config and raw logs: private (0700), may hold secrets, removed at stop.
+    private: PathBuf,
+    /// How long each service took to become healthy, in start order.
+    pub boot: Vec<(String, Duration)>,
+}
+
+/// Options for [`Stack::start`].
+pub struct StartOptions<'a> {
+    pub manifest: &'a Manifest,
+    pub router_config: &'a RouterConfig,
+    /// Services to start (their dependencies are added).
+    pub services: Vec<String>,
+    pub health_timeout: Duration,
+}
+
+impl Stack {
+    pub async fn start(opts: StartOptions<'_>) -> anyhow::Result<Self> {
+        let m = opts.manifest;
+        let wanted = m.closure(&opts.services);
+        let private = private_dir()?;
+        let master_key = format!("sk-gauntlet-{}", random_hex(16));
+        let provider_key = format!("sk-provider-{}", random_hex(16));
+        crate::redact::register(&master_key);
+        crate::redact::register(&provider_key);
+        let mut stack = Self {
+            endpoints: Endpoints {
+                router: m.stack.router.clone(),
+                master_key: Some(master_key.clone()),
+                supervisor_pid: std::process::id(),
+                ..Default::default()
+            },
+            procs: Vec::new(),
+            sim: None,
+            sink: None,
+            private,
+            boot: Vec::new(),
+        };
+        let mut vars: Vars = BTreeMap::new();
+        vars.insert("master_key".into(), master_key);
+        vars.insert("provider_key".into(), provider_key);
+        let specs = wanted
+            .iter()
+            .map(|n| (n.as_str(), m.services[n].depends_on.as_slice()));
+        let levels = order::levels_of(specs).map_err(RunError::usage)?;
+        for level in levels {
+            if let Err(e) = stack
+                .start_level(
+                    m,
+                    opts.router_config,
+                    &level,
+                    &mut vars,
+                    opts.health_timeout,
+                )
+                .await
+            {
+                stack.stop().await;
+                return Err(e);
+            }
+        }
+        Ok(stack)
+    }
+
+    async fn start_level(
+        &mut self,
+        m: &Manifest,
+        cfg: &RouterConfig,
+        level: &[String],
+        vars: &mut Vars,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        // Builtins first: they bind their own ports, which later services' templates need.
+        for name in level {
+            let spec = &m.services[name];
+            if let Some(kind) = spec.builtin {
+                let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+                let url = match kind {
+                    Builtin::Sim => {
+                        let config = crate::sim::SimConfig::for_deployments(&cfg.sim_deployments());
+                        let h = crate::sim::start(config, any).await?;
+                        let url = h.url();
+                        self.sim = Some(h);
+                        url
+                    }
+                    Builtin::LedgerSink => {
+                        let h = crate::ledger::sink::start(any).await?;
+                        let url = h.url();
+                        self.sink = Some(h);
+                        url
+                    }
+                };
+                self.add_endpoint(name, &url, None, vars);
+            }
+        }
+        let mut started: Vec<(String, Instant)> = Vec::new();
+        for name in level {
+            let spec = &m.services[name];
+            if spec.builtin.is_some() {
+                started.push((name.clone(), Instant::now()));
+                continue;
+            }
+            let port = free_port()?;
+            let mut own = vars.clone();
+            own.insert("port".into(), port.to_string());
+            if spec
+                .command
+                .iter()
+                .chain(spec.env.values())
+                .any(|a| a.contains("${router_config}"))
+            {
+                own.insert("router_config".into(), self.render_router_config(m, vars)?);
+            }
+            if spec.command.iter().any(|a| a.contains("${litellm}")) {
+                let bin = tokio::task::spawn_blocking(litellm::resolve).await??;
+                own.insert("litellm".into(), bin.display().to_string());
+            }
+            let origin = format!("{}: services.{name}", m.origin);
+            let argv = spec
+                .command
+                .iter()
+                .map(|a| template::render(&origin, a, &own))
+                .collect::<Result<Vec<_>, _>>()?;
+            let env = spec
+                .env
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), template::render(&origin, v, &own)?)))
+                .collect::<Result<Vec<_>, RunError>>()?;
+            if process::which(&argv[0]).is_none() {
+                return Err(RunError::stack(missing_program(name, &argv[0])).into());
+            }
+            let log = self.private.join(format!("{name}.log"));
+            let proc = process::spawn(name, &argv, &env, &log).map_err(|e| {
+                RunError::stack(format!("service '{name}': cannot start {}: {e}", argv[0]))
+            })?;
+            let url = format!("http://127.0.0.1:{port}");
+            self.endpoints.logs.insert(name.clone(), log);
+            self.add_endpoint(name, &url, Some(proc.child.id()), vars);
+            self.procs.push(proc);
+            started.push((name.clone(), Instant::now()));
+        }
+        let http = reqwest::Client::new();
+        let waits = started.iter().map(|(name, t0)| {
+            let spec = &m.services[name];
+            let ep = self.endpoints.services[name].clone();
+            let http = http.clone();
+            let procs = &self.procs;
+            let log = self.endpoints.logs.get(name).cloned();
+            async move {
+                let check = || health::probe(&spec.health, &ep.host, ep.port, &http);
+                let dead = || exited(procs, name);
+                let r = health::wait_until(timeout, check, dead).await;
+                (name.clone(), t0.elapsed(), r, log)
+            }
+        });
+        let results = futures_util::future::join_all(waits).await;
+        let mut first_err = None;
+        for (name, took, r, log) in results {
+            match r {
+                Ok(_) => {
+                    tracing::info!(service = %name, secs = took.as_secs_f64(), "healthy");
+                    self.boot.push((name, took));
+                }
+                Err(why) if first_err.is_none() => {
+                    let tail = log.map(|l| process::tail(&l, 25)).unwrap_or_default();
+                    let hint = if why.starts_with("not healthy") {
+                        " (raise HEALTH_TIMEOUT if it is only slow)"
+                    } else {
+                        ""
+                    };
+                    first_err = Some(RunError::stack(format!(
+                        "service '{name}' {why}{hint}\n--- last lines of its log ---\n{tail}"
+                    )));
+                }
+                Err(_) => {}
+            }
+        }
+        match first_err {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    fn add_endpoint(&mut self, name: &str, url: &str, pid: Option<u32>, vars: &mut Vars) {
+        let (host, port) = host_port(url);
+        vars.insert(format!("{name}.url"), url.to_owned());
+        vars.insert(format!("{name}.host"), host.clone());
+        vars.insert(format!("{name}.port"), port.to_string());
+        self.endpoints.services.insert(
+            name.to_owned(),
+            Endpoint {
+                url: url.to_owned(),
+                host,
+                port,
+                pid,
+            },
+        );
+    }
+
+    fn render_router_config(&self, m: &Manifest, vars: &Vars) -> anyhow::Result<String> {
+        let path = self.private.join("router.yaml");
+        if !path.exists() {
+            let text = template::render(&m.router_config.name, &m.router_config.text, vars)?;
+            write_private(&path, &text)?;
+        }
+        Ok(path.display().to_string())
+    }
+
+    /// Copies every service log (redacted) and the rendered router config (redacted) into
+    /// `dir`; returns the files written.
+    pub fn save_logs(&self, dir: &Path) -> Vec<PathBuf> {
+        save_logs(&self.endpoints, &self.private, dir)
+    }
+
+    pub fn private_dir(&self) -> Option<PathBuf> {
+        Some(self.private.clone())
+    }
+
+    /// Stops everything, last started first. Safe to call twice.
+    pub async fn stop(&mut self) {
+        for p in self.procs.iter_mut().rev() {
+            p.stop();
+        }
+        self.procs.clear();
+        if let Some(s) = self.sim.take() {
+            s.shutdown().await;
+        }
+        if let Some(s) = self.sink.take() {
+            s.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.private);
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Teardown normally happens in `stop`; this catches early returns and panics.
+        for p in self.procs.iter_mut().rev() {
+            p.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.private);
+    }
+}
+
+/// Saves the logs named in `endpoints` (and the rendered router config found in `private`).
+pub fn save_logs(endpoints: &Endpoints, private: &Path, dir: &Path) -> Vec<PathBuf> {
+    let mut written = Vec::new();
+    let logs = dir.join("logs");
+    if std::fs::create_dir_all(&logs).is_err() {
+        return written;
+    }
+    let mut copy = |src: &Path, dst: PathBuf| {
+        if let Ok(text) = std::fs::read_to_string(src) {
+            if std::fs::write(&dst, crate::redact::redact(&text)).is_ok() {
+                written.push(dst);
+            }
+        }
+    };
+    for (name, src) in &endpoints.logs {
+        copy(src, logs.join(format!("{name}.log")));
+    }
+    copy(
+        &private.join("router.yaml"),
+        logs.join("router.rendered.yaml"),
+    );
+    written
+}
+
+fn exited(procs: &[process::Proc], name: &str) -> Option<String> {
+    let p = procs.iter().find(|p| p.name == name)?;
+    // waitid with WNOWAIT peeks without reaping, so `Proc::stop` can still wait on it; the
+    // health wait holds only shared borrows of the procs.
+    // SAFETY: plain syscall on our own child; siginfo is zeroed and only read after success.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_PID,
+            p.child.id(),
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        (r == 0 && info.si_pid() != 0)
+            .then(|| format!("exited during start-up (exit status {})", info.si_status()))
+    }
+}
+
+fn missing_program(service: &str, program: &str) -> String {
+    let how = match program {
+        "redis-server" => {
+            "install it (Debian/Ubuntu: apt-get install -y redis-server; macOS: brew install redis) or use `nix develop`"
+        }
+        _ => "install it or fix the command in the stack manifest",
+    };
+    format!("service '{service}' needs '{program}', which is not on PATH: {how}")
+}
+
+fn host_port(url: &str) -> (String, u16) {
+    let hp = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let (h, p) = hp.rsplit_once(':').unwrap_or((hp, "80"));
+    (h.to_owned(), p.parse().unwrap_or(80))
+}
+
+/// A free loopback port. The small race between releasing it and the service binding it is
+/// acceptable: the health check would report the failure with the service's log.
+pub fn free_port() -> Result<u16, RunError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| RunError::stack(format!("no free loopback port: {e}")))
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_err()
+    {
+        // Not secret-grade, but unique: time and pid.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let seed = t.as_nanos() ^ (u128::from(std::process::id()) << 64);
+        buf.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (seed >> ((i % 16) * 8)) as u8);
+    }
+    hex::encode(buf)
+}
+
+fn private_dir() -> Result<PathBuf, RunError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir =
+        std::env::temp_dir().join(format!("gauntlet-{}-{}", std::process::id(), random_hex(4)));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&dir)
+        .map_err(|e| RunError::stack(format!("cannot create {}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+/// Writes a file readable by its owner only (it may hold keys).
+pub fn write_private(path: &Path, text: &str) -> Result<(), RunError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| RunError::stack(format!("cannot write {}: {e}", path.display())))
+}

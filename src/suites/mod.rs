@@ -1,1 +1,12 @@
-//! suites (in progress)
+//! The suites, one file each, reading like the seed's bullet lists. Each returns its cases
+//! from the plan; `all` gates them on what the target offers.
+
+pub mod smoke;
+
+use crate::runner::registry::{Case, Plan, gate};
+
+pub fn all(plan: &Plan) -> Vec<Case> {
+    let mut cases = Vec::new();
+    cases.extend(smoke::cases(plan));
+    gate(plan, cases)
+}

@@ -1,0 +1,91 @@
+//! The registry: every case of every suite, as plain data. A suite returns its cases from
+//! the plan (config and what the target offers); nothing here runs anything.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::context::Ctx;
+use crate::stack::manifest::Manifest;
+use crate::stack::router_config::RouterConfig;
+
+pub type CaseFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+pub type CaseFn = Arc<dyn Fn(Ctx) -> CaseFuture + Send + Sync>;
+
+/// One test case: `suite::case[::param]`.
+#[derive(Clone)]
+pub struct Case {
+    pub name: String,
+    /// Services it needs besides the router (`sim`, `sink`, `router_b`, `redis`).
+    pub needs: Vec<&'static str>,
+    /// Registered as ignored, with the reason (shown in the summary and reports).
+    pub ignored: Option<String>,
+    pub run: CaseFn,
+}
+
+impl Case {
+    pub fn new<F, Fut>(name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(Ctx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        Self {
+            name: name.into(),
+            needs: Vec::new(),
+            ignored: None,
+            run: Arc::new(move |c| Box::pin(f(c))),
+        }
+    }
+    pub fn needs(mut self, services: &[&'static str]) -> Self {
+        self.needs.extend_from_slice(services);
+        self
+    }
+    pub fn ignore(mut self, reason: impl Into<String>) -> Self {
+        self.ignored = Some(reason.into());
+        self
+    }
+    pub fn suite(&self) -> &str {
+        self.name.split("::").next().unwrap_or(&self.name)
+    }
+}
+
+/// What the suites derive their cases from.
+pub struct Plan {
+    pub manifest: Manifest,
+    pub config: RouterConfig,
+    /// Services the target offers (all of the manifest's for the embedded stack; those in
+    /// the state file when attached; none but the router for a bare `ROUTER_URL`).
+    pub available: Vec<String>,
+    /// `GAUNTLET_REQUIRE=all`: a case that would be ignored for a missing service fails instead.
+    pub require_all: bool,
+}
+
+impl Plan {
+    pub fn offers(&self, service: &str) -> bool {
+        self.available.iter().any(|s| s == service)
+    }
+}
+
+/// Applies the availability rule: a case whose services the target lacks is ignored with
+/// the reason — or, under `GAUNTLET_REQUIRE=all`, kept so it fails with that reason.
+pub fn gate(plan: &Plan, cases: Vec<Case>) -> Vec<Case> {
+    cases
+        .into_iter()
+        .map(|c| {
+            let missing: Vec<&str> = c.needs.iter().copied().filter(|s| !plan.offers(s)).collect();
+            if missing.is_empty() || c.ignored.is_some() {
+                return c;
+            }
+            let reason = format!(
+                "needs {} which this target lacks: run on the embedded stack (no ROUTER_URL) or attach one with GAUNTLET_STACK",
+                missing.join(", ")
+            );
+            if plan.require_all {
+                let r = reason.clone();
+                Case { run: Arc::new(move |_| { let r = r.clone(); Box::pin(async move { anyhow::bail!("GAUNTLET_REQUIRE=all: {r}") }) }), ..c }
+            } else {
+                c.ignore(reason)
+            }
+        })
+        .collect()
+}

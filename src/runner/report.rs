@@ -1,0 +1,288 @@
+//! What a run leaves behind: the terminal summary, `junit.xml`, `summary.json` (schema in
+//! docs/reports.md), all in the artifacts folder. libtest-mimic only counts, so every trial
+//! is wrapped to record its outcome, duration, message and captured output here.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Bumped when a field changes meaning or goes away (adding fields keeps the version).
+pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Passed,
+    Failed,
+    Ignored,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseRecord {
+    pub name: String,
+    pub suite: String,
+    pub status: Status,
+    pub duration_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub output: Vec<String>,
+}
+
+/// Records gathered from the trial threads.
+#[derive(Default)]
+pub struct Recorder(Mutex<Vec<CaseRecord>>);
+
+impl Recorder {
+    pub fn push(&self, r: CaseRecord) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+    }
+    pub fn take(&self) -> Vec<CaseRecord> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub schema_version: u32,
+    pub gauntlet_version: &'static str,
+    pub started_at: String,
+    pub wall_time_s: f64,
+    pub target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router_version: Option<String>,
+    pub stack_digest: String,
+    pub boot: Vec<BootTime>,
+    pub totals: Totals,
+    pub cases: Vec<CaseRecord>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BootTime {
+    pub service: String,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Totals {
+    pub passed: usize,
+    pub failed: usize,
+    pub ignored: usize,
+    pub filtered_out: u64,
+}
+
+impl Summary {
+    pub fn totals_of(cases: &[CaseRecord], filtered_out: u64) -> Totals {
+        let n = |s| cases.iter().filter(|c| c.status == s).count();
+        Totals {
+            passed: n(Status::Passed),
+            failed: n(Status::Failed),
+            ignored: n(Status::Ignored),
+            filtered_out,
+        }
+    }
+}
+
+/// Writes `summary.json` and `junit.xml` into `dir`; returns their paths.
+pub fn write_files(dir: &Path, s: &Summary) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let json_path = dir.join("summary.json");
+    std::fs::write(
+        &json_path,
+        crate::redact::redact(&serde_json::to_string_pretty(s)?),
+    )?;
+    let junit_path = dir.join("junit.xml");
+    std::fs::write(&junit_path, crate::redact::redact(&junit(s)?))?;
+    Ok(vec![json_path, junit_path])
+}
+
+/// JUnit XML: one testsuite per suite, one testcase per case, failures with their message
+/// and the captured output, properties for the router version and stack digest.
+pub fn junit(s: &Summary) -> anyhow::Result<String> {
+    use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
+    let mut report = Report::new("gauntlet");
+    let mut suites: Vec<TestSuite> = Vec::new();
+    for c in &s.cases {
+        let idx = match suites.iter().position(|t| t.name.as_str() == c.suite) {
+            Some(i) => i,
+            None => {
+                let mut t = TestSuite::new(c.suite.clone());
+                t.add_property(Property::new(
+                    "router_version",
+                    s.router_version.clone().unwrap_or_default(),
+                ));
+                t.add_property(Property::new("stack_digest", s.stack_digest.clone()));
+                t.add_property(Property::new("target", s.target.clone()));
+                suites.push(t);
+                suites.len() - 1
+            }
+        };
+        let status = match c.status {
+            Status::Passed => TestCaseStatus::success(),
+            Status::Ignored => {
+                let mut st = TestCaseStatus::skipped();
+                if let Some(m) = &c.message {
+                    st.set_message(m.clone());
+                }
+                st
+            }
+            Status::Failed => {
+                let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                let msg = c.message.clone().unwrap_or_else(|| "failed".into());
+                st.set_message(msg.lines().next().unwrap_or("failed").to_owned());
+                st.set_description(msg);
+                st
+            }
+        };
+        let mut tc = TestCase::new(c.name.clone(), status);
+        tc.set_classname(c.suite.clone());
+        tc.set_time(Duration::from_secs_f64(c.duration_s));
+        if !c.output.is_empty() {
+            tc.set_system_out(c.output.join("\n"));
+        }
+        suites[idx].add_test_case(tc);
+    }
+    report.add_test_suites(suites);
+    report.set_time(Duration::from_secs_f64(s.wall_time_s));
+    Ok(report.to_string()?)
+}
+
+/// The terminal summary: failures first with their first lines, then the slowest cases,
+/// totals and wall time, and where the artifacts are.
+pub fn print_terminal(s: &Summary, artifacts: &Path, color: bool) {
+    let paint = |code: &str, t: &str| {
+        if color {
+            format!("\x1b[{code}m{t}\x1b[0m")
+        } else {
+            t.to_owned()
+        }
+    };
+    let mut out = String::new();
+    out.push_str("\n── gauntlet summary ──\n");
+    let failed: Vec<&CaseRecord> = s
+        .cases
+        .iter()
+        .filter(|c| c.status == Status::Failed)
+        .collect();
+    if !failed.is_empty() {
+        out.push_str(&format!(
+            "{}\n",
+            paint("1;31", &format!("{} failed:", failed.len()))
+        ));
+        for c in &failed {
+            out.push_str(&format!(
+                "  {} ({:.2}s)\n",
+                paint("31", &c.name),
+                c.duration_s
+            ));
+            let msg = c.message.as_deref().unwrap_or("");
+            for l in msg.lines().take(4) {
+                out.push_str(&format!("      {l}\n"));
+            }
+        }
+    }
+    let ignored: Vec<&CaseRecord> = s
+        .cases
+        .iter()
+        .filter(|c| c.status == Status::Ignored && c.message.is_some())
+        .collect();
+    if !ignored.is_empty() {
+        out.push_str(&format!("{} ignored:\n", ignored.len()));
+        for c in ignored.iter().take(10) {
+            out.push_str(&format!(
+                "  {}: {}\n",
+                c.name,
+                c.message.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    let mut ran: Vec<&CaseRecord> = s
+        .cases
+        .iter()
+        .filter(|c| c.status != Status::Ignored)
+        .collect();
+    ran.sort_by(|a, b| b.duration_s.total_cmp(&a.duration_s));
+    if !ran.is_empty() {
+        out.push_str("slowest:\n");
+        for c in ran.iter().take(5) {
+            out.push_str(&format!("  {:>7.2}s  {}\n", c.duration_s, c.name));
+        }
+    }
+    if !s.boot.is_empty() {
+        let boot: Vec<String> = s
+            .boot
+            .iter()
+            .map(|b| format!("{} {:.1}s", b.service, b.seconds))
+            .collect();
+        out.push_str(&format!("stack ready: {}\n", boot.join(", ")));
+    }
+    let t = &s.totals;
+    let line = format!(
+        "{} passed, {} failed, {} ignored, {} filtered out in {:.1}s ({})",
+        t.passed, t.failed, t.ignored, t.filtered_out, s.wall_time_s, s.target
+    );
+    out.push_str(&format!(
+        "{}\n",
+        if t.failed > 0 {
+            paint("1;31", &line)
+        } else {
+            paint("1;32", &line)
+        }
+    ));
+    out.push_str(&format!("artifacts: {}\n", artifacts.display()));
+    if !s.logs.is_empty() {
+        out.push_str(&format!(
+            "service logs: {}\n",
+            artifacts.join("logs").display()
+        ));
+    }
+    eprint!("{}", crate::redact::redact(&out));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> Summary {
+        let case = |name: &str, status, message: Option<&str>| CaseRecord {
+            name: name.into(),
+            suite: name.split("::").next().unwrap().into(),
+            status,
+            duration_s: 0.5,
+            message: message.map(Into::into),
+            output: vec!["INFO hello".into()],
+        };
+        let cases = vec![
+            case("smoke::a", Status::Passed, None),
+            case("smoke::b", Status::Failed, Some("boom <&>\nline 2")),
+            case("fallbacks::c", Status::Ignored, Some("needs sim")),
+        ];
+        Summary {
+            schema_version: SUMMARY_SCHEMA_VERSION,
+            gauntlet_version: "0",
+            started_at: "now".into(),
+            wall_time_s: 1.0,
+            target: "embedded".into(),
+            router_version: Some("1.100.5".into()),
+            stack_digest: "abc".into(),
+            boot: vec![],
+            totals: Summary::totals_of(&cases, 0),
+            cases,
+            logs: vec![],
+        }
+    }
+
+    #[test]
+    fn junit_has_one_testcase_per_case_and_the_failure_message() {
+        let xml = junit(&summary()).unwrap();
+        assert_eq!(xml.matches("<testcase ").count(), 3, "{xml}");
+        assert_eq!(xml.matches("<testsuite ").count(), 2, "{xml}");
+        assert!(xml.contains("boom &lt;&amp;&gt;"), "{xml}");
+        assert!(xml.contains("<skipped"), "{xml}");
+        assert!(xml.contains("router_version"), "{xml}");
+    }
+}

@@ -1,0 +1,134 @@
+//! Readiness checks and the bounded wait for them (`wait_health`).
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::manifest::Health;
+
+/// One readiness probe against `host:port`. `Ok(())` means ready; `Err` says why not.
+pub async fn probe(
+    health: &Health,
+    host: &str,
+    port: u16,
+    http: &reqwest::Client,
+) -> Result<(), String> {
+    if health.redis {
+        return redis_ping(host, port).await;
+    }
+    let path = health.http.as_deref().unwrap_or("/");
+    let url = format!("http://{host}:{port}{path}");
+    match http.get(&url).timeout(Duration::from_secs(2)).send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("GET {url} answered {}", r.status())),
+        Err(e) => Err(format!("GET {url}: {}", crate::client::error_chain(&e))),
+    }
+}
+
+async fn redis_ping(host: &str, port: u16) -> Result<(), String> {
+    let io = async {
+        let mut s = tokio::net::TcpStream::connect((host, port)).await?;
+        s.write_all(b"PING\r\n").await?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    match tokio::time::timeout(Duration::from_secs(2), io).await {
+        Ok(Ok(reply)) if reply.starts_with("+PONG") => Ok(()),
+        Ok(Ok(reply)) => Err(format!(
+            "redis at {host}:{port} answered {:?} to PING",
+            reply.trim()
+        )),
+        Ok(Err(e)) => Err(format!("redis at {host}:{port}: {e}")),
+        Err(_) => Err(format!(
+            "redis at {host}:{port}: no answer to PING within 2s"
+        )),
+    }
+}
+
+/// Polls `check` until it succeeds or `timeout` passes; `dead` is asked between polls so a
+/// service that exited fails at once instead of after the whole timeout.
+pub async fn wait_until<F, Fut>(
+    timeout: Duration,
+    mut check: F,
+    mut dead: impl FnMut() -> Option<String>,
+) -> Result<Duration, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let last = match check().await {
+            Ok(()) => return Ok(start.elapsed()),
+            Err(e) => e,
+        };
+        if let Some(why) = dead() {
+            return Err(why);
+        }
+        if start.elapsed() >= timeout {
+            return Err(format!(
+                "not healthy after {:.1}s (last: {last})",
+                timeout.as_secs_f64()
+            ));
+        }
+        tokio::time::sleep(pause.min(timeout.saturating_sub(start.elapsed()))).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// `HEALTH_TIMEOUT` in seconds (default 60): a number, or a usage error naming the variable.
+pub fn health_timeout() -> Result<Duration, crate::error::RunError> {
+    parse_timeout(std::env::var("HEALTH_TIMEOUT").ok().as_deref())
+}
+
+fn parse_timeout(v: Option<&str>) -> Result<Duration, crate::error::RunError> {
+    match v.map(str::trim) {
+        None | Some("") => Ok(Duration::from_secs(60)),
+        Some(s) => match s.parse::<f64>() {
+            Ok(n) if n.is_finite() && n > 0.0 && n <= 86_400.0 => Ok(Duration::from_secs_f64(n)),
+            _ => Err(crate::error::RunError::usage(format!(
+                "HEALTH_TIMEOUT={s:?} is not a number of seconds between 0 and 86400 (e.g. HEALTH_TIMEOUT=120)"
+            ))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_timeout_parsing() {
+        assert_eq!(parse_timeout(None).unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            parse_timeout(Some("2.5")).unwrap(),
+            Duration::from_millis(2500)
+        );
+        for bad in ["abc", "-1", "0", "nan", "1e9"] {
+            let e = parse_timeout(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("HEALTH_TIMEOUT"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn wait_is_bounded_and_reports_the_last_error() {
+        let t = Instant::now();
+        let r = wait_until(
+            Duration::from_millis(200),
+            || async { Err("nope".to_owned()) },
+            || None,
+        )
+        .await;
+        assert!(r.unwrap_err().contains("last: nope"));
+        assert!(t.elapsed() < Duration::from_secs(2));
+        let r = wait_until(
+            Duration::from_secs(30),
+            || async { Err("x".to_owned()) },
+            || Some("exited".into()),
+        )
+        .await;
+        assert_eq!(r.unwrap_err(), "exited");
+    }
+}

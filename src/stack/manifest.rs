@@ -1,0 +1,275 @@
+//! The stack manifest (`stack/gauntlet.toml`): services, how to start them, their
+//! dependencies and health checks. Plain data, parsed once; nothing here starts anything.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::RunError;
+
+/// The manifest and the files it names, as text. The default stack is compiled into the
+/// binary so `gauntlet` works from any directory; `--manifest`/`GAUNTLET_MANIFEST` reads
+/// another from disk.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Where it came from, for error messages.
+    pub origin: String,
+    pub stack: StackSection,
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// The router config template, unrendered.
+    pub router_config: Source,
+    pub prices: Source,
+}
+
+/// A named text file of the stack.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackSection {
+    pub router: String,
+    pub router_config: String,
+    pub prices: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    #[serde(default)]
+    pub command: Vec<String>,
+    pub builtin: Option<Builtin>,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub health: Health,
+    #[serde(default)]
+    pub on_demand: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Builtin {
+    Sim,
+    LedgerSink,
+}
+
+/// How a service tells it is ready.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// GET this path; ready on 200.
+    pub http: Option<String>,
+    /// Send a Redis PING; ready on +PONG.
+    #[serde(default)]
+    pub redis: bool,
+}
+
+const DEFAULT_MANIFEST: &str = include_str!("../../stack/gauntlet.toml");
+const DEFAULT_ROUTER: &str = include_str!("../../stack/router.yaml");
+const DEFAULT_PRICES: &str = include_str!("../../stack/prices.toml");
+
+impl Manifest {
+    /// The default stack compiled into the binary.
+    pub fn builtin() -> Result<Self, RunError> {
+        Self::parse(
+            "stack/gauntlet.toml (built in)",
+            DEFAULT_MANIFEST,
+            |name| match name {
+                "router.yaml" => Ok(DEFAULT_ROUTER.to_owned()),
+                "prices.toml" => Ok(DEFAULT_PRICES.to_owned()),
+                other => Err(RunError::usage(format!(
+                    "stack/gauntlet.toml (built in): names {other}, which is not built in; \
+                     point GAUNTLET_MANIFEST at a manifest on disk to use other files"
+                ))),
+            },
+        )
+    }
+
+    /// A manifest on disk; the files it names are read relative to it.
+    pub fn from_path(path: &Path) -> Result<Self, RunError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            RunError::usage(format!("cannot read manifest {}: {e}", path.display()))
+        })?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let origin = path.display().to_string();
+        Self::parse(&origin, &text, |name| {
+            let p: PathBuf = dir.join(name);
+            std::fs::read_to_string(&p)
+                .map_err(|e| RunError::usage(format!("{origin}: cannot read {}: {e}", p.display())))
+        })
+    }
+
+    /// `GAUNTLET_MANIFEST` if set, else the built-in stack.
+    pub fn from_env() -> Result<Self, RunError> {
+        match std::env::var_os("GAUNTLET_MANIFEST") {
+            Some(p) if !p.is_empty() => Self::from_path(Path::new(&p)),
+            _ => Self::builtin(),
+        }
+    }
+
+    fn parse(
+        origin: &str,
+        text: &str,
+        read: impl Fn(&str) -> Result<String, RunError>,
+    ) -> Result<Self, RunError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            stack: StackSection,
+            services: BTreeMap<String, ServiceSpec>,
+        }
+        let file: File = toml::from_str(text)
+            .map_err(|e| RunError::usage(format!("{origin}: invalid manifest: {e}")))?;
+        let router_config = Source {
+            name: file.stack.router_config.clone(),
+            text: read(&file.stack.router_config)?,
+        };
+        let prices = Source {
+            name: file.stack.prices.clone(),
+            text: read(&file.stack.prices)?,
+        };
+        let m = Self {
+            origin: origin.to_owned(),
+            stack: file.stack,
+            services: file.services,
+            router_config,
+            prices,
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
+    fn validate(&self) -> Result<(), RunError> {
+        let bad = |msg: String| Err(RunError::usage(format!("{}: {msg}", self.origin)));
+        if !self.services.contains_key(&self.stack.router) {
+            return bad(format!(
+                "stack.router names service '{}', which is not defined",
+                self.stack.router
+            ));
+        }
+        for (name, s) in &self.services {
+            match (s.command.is_empty(), s.builtin) {
+                (true, None) => {
+                    return bad(format!("service '{name}' has neither command nor builtin"));
+                }
+                (false, Some(_)) => {
+                    return bad(format!("service '{name}' has both command and builtin"));
+                }
+                _ => {}
+            }
+            if s.health.http.is_none() && !s.health.redis {
+                return bad(format!(
+                    "service '{name}' has no health check (http or redis)"
+                ));
+            }
+            for d in &s.depends_on {
+                if !self.services.contains_key(d) {
+                    return bad(format!(
+                        "service '{name}' depends on '{d}', which is not defined"
+                    ));
+                }
+            }
+        }
+        super::order::levels(&self.services)
+            .map_err(|e| RunError::usage(format!("{}: {e}", self.origin)))?;
+        Ok(())
+    }
+
+    /// The services to start so that `wanted` can run: them and everything they depend on.
+    pub fn closure(&self, wanted: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut todo: Vec<String> = wanted.to_vec();
+        while let Some(n) = todo.pop() {
+            if out.contains(&n) {
+                continue;
+            }
+            if let Some(s) = self.services.get(&n) {
+                todo.extend(s.depends_on.iter().cloned());
+            }
+            out.push(n);
+        }
+        out.sort();
+        out
+    }
+
+    /// Services started by default (everything not `on_demand`).
+    pub fn default_services(&self) -> Vec<String> {
+        self.services
+            .iter()
+            .filter(|(_, s)| !s.on_demand)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_manifest_parses() {
+        let m = Manifest::builtin().unwrap();
+        assert_eq!(m.stack.router, "router");
+        assert!(
+            m.services["router"]
+                .depends_on
+                .contains(&"redis".to_owned())
+        );
+        assert_eq!(
+            m.closure(&["router".into()]),
+            ["redis", "router", "sim", "sink"]
+        );
+        assert!(!m.default_services().contains(&"router_b".to_owned()));
+    }
+
+    fn parse(text: &str) -> Result<Manifest, RunError> {
+        Manifest::parse("test.toml", text, |_| Ok(String::new()))
+    }
+
+    #[test]
+    fn broken_manifests_name_the_problem() {
+        let head = "[stack]\nrouter = \"a\"\nrouter_config = \"r\"\nprices = \"p\"\n";
+        let cases = [
+            (
+                format!("{head}[services.b]\ncommand=[\"x\"]\nhealth={{redis=true}}"),
+                "names service 'a'",
+            ),
+            (
+                format!("{head}[services.a]\nhealth={{redis=true}}"),
+                "neither command nor builtin",
+            ),
+            (
+                format!("{head}[services.a]\ncommand=[\"x\"]\nhealth={{}}"),
+                "no health check",
+            ),
+            (
+                format!(
+                    "{head}[services.a]\ncommand=[\"x\"]\ndepends_on=[\"z\"]\nhealth={{redis=true}}"
+                ),
+                "depends on 'z'",
+            ),
+            (
+                format!(
+                    "{head}[services.a]\ncommand=[\"x\"]\ndepends_on=[\"a\"]\nhealth={{redis=true}}"
+                ),
+                "cycle",
+            ),
+            (
+                format!("{head}[services.a]\ncomand=[\"x\"]\nhealth={{redis=true}}"),
+                "unknown field",
+            ),
+            ("not toml [".to_owned(), "invalid manifest"),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+            assert!(err.starts_with("test.toml"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Smoke: the router is up and does the basics.
+//! - health endpoints (liveness, readiness)
+//! - authentication: no key and a wrong key refused (401), the master key accepted
+//! - a simple chat completion per configured model group
+//! - response format validated field by field (plain and streamed)
+//! - model listing: every configured group present
+//! - metadata handling: tenant, trace_id and user id sent, and seen upstream and in the router's log
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::client::shape;
+use crate::runner::context::Ctx;
+use crate::runner::registry::{Case, Plan};
+
+pub fn cases(plan: &Plan) -> Vec<Case> {
+    let mut out = vec![
+        Case::new("smoke::health::liveness", liveness),
+        Case::new("smoke::health::readiness", readiness),
+        Case::new("smoke::auth::missing_key_refused", |c| {
+            auth_refused(c, None)
+        }),
+        Case::new("smoke::auth::wrong_key_refused", |c| {
+            auth_refused(c, Some("sk-wrong-key-0000000000".into()))
+        }),
+        Case::new("smoke::response_format", response_format),
+        Case::new("smoke::streaming::chunks_and_done", streaming),
+        Case::new("smoke::models::lists_every_group", models),
+        Case::new("smoke::metadata::user_reaches_upstream", metadata_upstream).needs(&["sim"]),
+        Case::new("smoke::metadata::logged_by_router", metadata_logged).needs(&["sink"]),
+    ];
+    for group in plan.config.groups() {
+        let g = group.clone();
+        out.push(Case::new(
+            format!("smoke::chat_completion::{group}"),
+            move |c| chat_completion(c, g.clone()),
+        ));
+    }
+    out
+}
+
+/// The first group in config order: the one every generic smoke check uses.
+fn first_group(c: &Ctx) -> anyhow::Result<String> {
+    c.config
+        .groups()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the router config has no model groups"))
+}
+
+async fn liveness(c: Ctx) -> anyhow::Result<()> {
+    let r = c.router.with_key(None).get("/health/liveliness").await?;
+    r.expect_status(200)?;
+    anyhow::ensure!(
+        !r.text.trim().is_empty(),
+        "{} answered 200 with an empty body",
+        r.url
+    );
+    Ok(())
+}
+
+async fn readiness(c: Ctx) -> anyhow::Result<()> {
+    let r = c.router.with_key(None).get("/health/readiness").await?;
+    r.expect_status(200)?;
+    let v = r.json_or_err()?;
+    let status = v.get("status").and_then(Value::as_str).unwrap_or("");
+    anyhow::ensure!(
+        matches!(status, "healthy" | "connected"),
+        "{}: status is {status:?}, expected \"healthy\" (no DB) or \"connected\": {}",
+        r.url,
+        r.text
+    );
+    let version = v.get("litellm_version").and_then(Value::as_str);
+    anyhow::ensure!(
+        version.is_some(),
+        "{}: no litellm_version in {}",
+        r.url,
+        r.text
+    );
+    tracing::info!(version, "router ready");
+    Ok(())
+}
+
+async fn auth_refused(c: Ctx, key: Option<String>) -> anyhow::Result<()> {
+    let group = first_group(&c)?;
+    let body = c.chat_body(&group, c.tag(), "auth check");
+    let refused = c.router.with_key(key).chat(&body).await?;
+    anyhow::ensure!(
+        refused.status == 401,
+        "{} answered {} without the right key (expected 401): {}",
+        refused.url,
+        refused.status,
+        crate::client::excerpt(&refused.text)
+    );
+    shape::error_body(refused.json_or_err()?)?;
+    // The same request with the master key passes: the 401 was about the key, nothing else.
+    c.router.chat(&body).await?.expect_status(200)?;
+    Ok(())
+}
+
+async fn chat_completion(c: Ctx, group: String) -> anyhow::Result<()> {
+    let r = c
+        .router
+        .chat(&c.chat_body(&group, c.tag(), "Say hello."))
+        .await?;
+    r.expect_status(200)?;
+    let content = shape::chat_completion(r.json_or_err()?)?;
+    anyhow::ensure!(!content.trim().is_empty(), "empty reply from {group}");
+    let served = r.router().model_id;
+    let members: Vec<String> = c
+        .config
+        .deployments_of(&group)
+        .iter()
+        .map(|d| d.id.clone())
+        .collect();
+    if let Some(id) = &served {
+        anyhow::ensure!(
+            members.contains(id),
+            "{group} was served by deployment {id}, not one of {members:?}"
+        );
+    }
+    tracing::info!(
+        group,
+        served = served.as_deref().unwrap_or("?"),
+        latency_ms = r.latency.as_millis() as u64,
+        "ok"
+    );
+    Ok(())
+}
+
+async fn response_format(c: Ctx) -> anyhow::Result<()> {
+    let group = first_group(&c)?;
+    let r = c
+        .router
+        .chat(&c.chat_body(&group, c.tag(), "Check the format."))
+        .await?;
+    r.expect_status(200)?;
+    let v = r.json_or_err()?;
+    shape::chat_completion(v)?;
+    // The same request twice gives the same usage: counting is deterministic end to end.
+    let again = c
+        .router
+        .chat(&c.chat_body(&group, c.tag(), "Check the format."))
+        .await?;
+    let (u1, u2) = (
+        shape::usage(&v["usage"])?,
+        shape::usage(&again.json_or_err()?["usage"])?,
+    );
+    anyhow::ensure!(
+        u1 == u2,
+        "identical requests reported different usage: {u1:?} vs {u2:?}"
+    );
+    Ok(())
+}
+
+async fn streaming(c: Ctx) -> anyhow::Result<()> {
+    let group = first_group(&c)?;
+    let mut body = c.chat_body(&group, c.tag(), "Stream a reply.");
+    body["stream_options"] = json!({"include_usage": true});
+    let s = c.router.chat_stream(&body).await?;
+    anyhow::ensure!(
+        s.status == 200,
+        "{} answered {}: {}",
+        s.url,
+        s.status,
+        crate::client::excerpt(&s.error_text)
+    );
+    anyhow::ensure!(
+        s.done,
+        "stream ended without data: [DONE] after {} chunks",
+        s.chunks.len()
+    );
+    for (i, ch) in s.chunks.iter().enumerate() {
+        let obj = ch.get("object").and_then(Value::as_str);
+        anyhow::ensure!(
+            obj == Some("chat.completion.chunk"),
+            "chunk {i} has object {obj:?}"
+        );
+    }
+    let content = s.content();
+    anyhow::ensure!(!content.is_empty(), "stream carried no content");
+    let usage = s
+        .usage()
+        .ok_or_else(|| anyhow::anyhow!("include_usage was set but no chunk carried usage"))?;
+    let (_, completion, _) = shape::usage(usage)?;
+    anyhow::ensure!(completion > 0, "streamed usage has 0 completion tokens");
+    // The simulator is deterministic: the streamed text is the plain reply's text.
+    let plain = c.router.chat(&body_without_stream(&body)).await?;
+    let plain_text = shape::chat_completion(plain.json_or_err()?)?;
+    anyhow::ensure!(
+        plain_text == content,
+        "streamed content {content:?} != plain content {plain_text:?}"
+    );
+    Ok(())
+}
+
+fn body_without_stream(body: &Value) -> Value {
+    let mut b = body.clone();
+    if let Some(o) = b.as_object_mut() {
+        o.remove("stream");
+        o.remove("stream_options");
+    }
+    b
+}
+
+async fn models(c: Ctx) -> anyhow::Result<()> {
+    let r = c.router.get("/v1/models").await?;
+    r.expect_status(200)?;
+    let v = r.json_or_err()?;
+    let ids: Vec<&str> = v
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no data list in {}",
+                r.url,
+                crate::client::excerpt(&r.text)
+            )
+        })?
+        .iter()
+        .filter_map(|m| m.get("id").and_then(Value::as_str))
+        .collect();
+    let missing: Vec<String> = c
+        .config
+        .groups()
+        .into_iter()
+        .filter(|g| !ids.contains(&g.as_str()))
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{} does not list configured groups {missing:?} (listed: {ids:?})",
+        r.url
+    );
+    Ok(())
+}
+
+async fn metadata_upstream(c: Ctx) -> anyhow::Result<()> {
+    let group = first_group(&c)?;
+    let body = c.chat_body(&group, c.tag(), "metadata check");
+    c.router.chat(&body).await?.expect_status(200)?;
+    let journal = c.sim()?.journal(Some(c.tag())).await?;
+    let entry = journal.first().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no upstream call carrying tag {} in the simulator journal",
+            c.tag()
+        )
+    })?;
+    anyhow::ensure!(
+        entry.user.as_deref() == Some(c.tag()),
+        "the upstream saw user {:?}, the client sent {:?}",
+        entry.user,
+        c.tag()
+    );
+    Ok(())
+}
+
+async fn metadata_logged(c: Ctx) -> anyhow::Result<()> {
+    let group = first_group(&c)?;
+    let body = c.chat_body(&group, c.tag(), "metadata logging check");
+    let trace_id = body["metadata"]["trace_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    c.router.chat(&body).await?.expect_status(200)?;
+    let records = c
+        .sink()?
+        .wait_for(&trace_id, 1, Duration::from_secs(30))
+        .await?;
+    let rec = &records[0];
+    let text = rec.to_string();
+    for (what, want) in [("tenant", c.tag()), ("trace_id", trace_id.as_str())] {
+        anyhow::ensure!(
+            text.contains(want),
+            "the router's logging payload lacks {what} {want:?}"
+        );
+    }
+    let end_user = rec.get("end_user").and_then(Value::as_str);
+    anyhow::ensure!(
+        end_user == Some(c.tag()),
+        "logging payload end_user is {end_user:?}, expected {:?}",
+        c.tag()
+    );
+    Ok(())
+}
