@@ -1,5 +1,7 @@
 //! Ledger: the sink that receives the router's logging payloads, the team's price table,
 //! expected costs, per-tenant accumulation and three-way reconciliation.
 
+pub mod book;
 pub mod prices;
+pub mod reconcile;
 pub mod sink;

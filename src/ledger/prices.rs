@@ -15,6 +15,9 @@ pub struct PriceTable {
     /// Absolute difference under which two costs agree (float sums from different sources).
     #[serde(default = "tolerance")]
     pub tolerance_usd: f64,
+    /// Tenants the ledger suite bills, one case each.
+    #[serde(default)]
+    pub tenants: Vec<String>,
     #[serde(default)]
     pub deployments: BTreeMap<String, Price>,
 }

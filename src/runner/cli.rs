@@ -38,6 +38,15 @@ enum Command {
         #[arg(long, env = "GAUNTLET_STACK")]
         state: Option<PathBuf>,
     },
+    /// Mirror your own LiteLLM config: same models, chains, timeouts, retries and prices,
+    /// every deployment pointed at the simulator. Writes gauntlet.toml, router.yaml, prices.toml.
+    Mirror {
+        /// Your LiteLLM config.yaml.
+        config: PathBuf,
+        /// Where to write the mirrored stack.
+        #[arg(long, default_value = "target/gauntlet/mirror")]
+        out: PathBuf,
+    },
     /// Install the pinned LiteLLM into the cache now (otherwise done on first use).
     Provision,
     /// Benchmarks (print numbers; never assert times).
@@ -92,6 +101,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
         }
         Command::Up(a) => super::up::up(a),
         Command::Down { state } => super::up::down(state),
+        Command::Mirror { config, out } => mirror(&config, &out),
         Command::Provision => crate::stack::litellm::resolve()
             .map(|bin| println!("{}", bin.display()))
             .map_err(Into::into),
@@ -114,4 +124,29 @@ pub fn main(args: Vec<String>) -> ExitCode {
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(f)
+}
+
+fn mirror(config: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(config).map_err(|e| {
+        crate::error::RunError::usage(format!("cannot read {}: {e}", config.display()))
+    })?;
+    let m = crate::stack::mirror::mirror(&config.display().to_string(), &text)?;
+    crate::stack::mirror::write(&m, out)?;
+    println!(
+        "gauntlet: mirrored {} into {}",
+        config.display(),
+        out.display()
+    );
+    if !m.unpriced.is_empty() {
+        println!(
+            "  no price for {}: fill them in {}",
+            m.unpriced.join(", "),
+            out.join("prices.toml").display()
+        );
+    }
+    println!(
+        "  run it: GAUNTLET_MANIFEST={} gauntlet",
+        out.join("gauntlet.toml").display()
+    );
+    Ok(())
 }

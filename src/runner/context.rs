@@ -43,6 +43,31 @@ impl Ctx {
         }
     }
 
+    /// Records a measurement (latency, count…) shown in the summary and reports.
+    pub fn observe(&self, name: &str, value: f64) {
+        tracing::info!(observation = name, value, "observed");
+        super::report::observe(&self.case, name, value);
+    }
+
+    /// Serializes cases that change state shared across tags (a deployment's cooldown):
+    /// holders of the same key never run at the same time.
+    pub async fn exclusive(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        static LOCKS: std::sync::Mutex<Vec<(String, Arc<tokio::sync::Mutex<()>>)>> =
+            std::sync::Mutex::new(Vec::new());
+        let lock = {
+            let mut all = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+            match all.iter().find(|(k, _)| k == key) {
+                Some((_, l)) => l.clone(),
+                None => {
+                    let l = Arc::new(tokio::sync::Mutex::new(()));
+                    all.push((key.to_owned(), l.clone()));
+                    l
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
+
     /// This case's tag: unique per run of the case.
     pub fn tag(&self) -> &str {
         &self.tag

@@ -29,6 +29,41 @@ pub struct CaseRecord {
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub output: Vec<String>,
+    /// Measurements the case reported (`Ctx::observe`), e.g. the latency a fallback adds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub observations: Vec<Observation>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Observation {
+    pub name: String,
+    pub value: f64,
+}
+
+static OBSERVATIONS: Mutex<Vec<(String, Observation)>> = Mutex::new(Vec::new());
+
+/// Records a measurement of `case`.
+pub fn observe(case: &str, name: &str, value: f64) {
+    OBSERVATIONS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((
+            case.to_owned(),
+            Observation {
+                name: name.to_owned(),
+                value,
+            },
+        ));
+}
+
+/// Takes the measurements recorded for `case`.
+pub fn take_observations(case: &str) -> Vec<Observation> {
+    let mut all = OBSERVATIONS.lock().unwrap_or_else(|e| e.into_inner());
+    let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut *all)
+        .into_iter()
+        .partition(|(c, _)| c == case);
+    *all = rest;
+    mine.into_iter().map(|(_, o)| o).collect()
 }
 
 /// Records gathered from the trial threads.
@@ -212,6 +247,22 @@ pub fn print_terminal(s: &Summary, artifacts: &Path, color: bool) {
             out.push_str(&format!("  {:>7.2}s  {}\n", c.duration_s, c.name));
         }
     }
+    let observed: Vec<&CaseRecord> = s
+        .cases
+        .iter()
+        .filter(|c| !c.observations.is_empty())
+        .collect();
+    if !observed.is_empty() {
+        out.push_str("observations:\n");
+        for c in observed {
+            let obs: Vec<String> = c
+                .observations
+                .iter()
+                .map(|o| format!("{} {:.1}", o.name, o.value))
+                .collect();
+            out.push_str(&format!("  {}: {}\n", c.name, obs.join(", ")));
+        }
+    }
     if !s.boot.is_empty() {
         let boot: Vec<String> = s
             .boot
@@ -255,6 +306,7 @@ mod tests {
             duration_s: 0.5,
             message: message.map(Into::into),
             output: vec!["INFO hello".into()],
+            observations: vec![],
         };
         let cases = vec![
             case("smoke::a", Status::Passed, None),
@@ -284,5 +336,29 @@ mod tests {
         assert!(xml.contains("boom &lt;&amp;&gt;"), "{xml}");
         assert!(xml.contains("<skipped"), "{xml}");
         assert!(xml.contains("router_version"), "{xml}");
+    }
+
+    #[test]
+    fn a_planted_secret_never_reaches_the_report_files() {
+        let key = "sk-planted-secret-for-report-test-42";
+        crate::redact::register(key);
+        let mut s = summary();
+        s.cases[1].message = Some(format!("router said: invalid key {key}"));
+        s.cases[0]
+            .output
+            .push(format!("Authorization: Bearer {key}"));
+        let dir = std::env::temp_dir().join(format!("gauntlet-report-{}", std::process::id()));
+        let files = write_files(&dir, &s).unwrap();
+        assert_eq!(files.len(), 2);
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            assert!(!text.contains(key), "{} holds the planted key", f.display());
+            assert!(
+                text.contains(crate::redact::MASK),
+                "{} lost the redacted line",
+                f.display()
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

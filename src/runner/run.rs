@@ -245,6 +245,7 @@ fn run(args: Arguments) -> anyhow::Result<ExitCode> {
     if !selected.is_empty() && !router_url.is_empty() {
         endpoints.router_version = rt.block_on(check_router(&router_url, &target));
     }
+    let prices_currency = prices.currency.clone();
     let _ = shared.set(Shared {
         endpoints: Arc::new(endpoints.clone()),
         router_url,
@@ -266,6 +267,7 @@ fn run(args: Arguments) -> anyhow::Result<ExitCode> {
                 duration_s: 0.0,
                 message: c.ignored.clone(),
                 output: vec![],
+                observations: vec![],
             });
         }
     }
@@ -305,6 +307,11 @@ fn run(args: Arguments) -> anyhow::Result<ExitCode> {
         );
     }
     report::print_terminal(&summary, &artifacts, std::io::stderr().is_terminal());
+    match crate::ledger::book::write(&artifacts, &prices_currency) {
+        Ok(Some((_, table))) => eprint!("{table}"),
+        Ok(None) => {}
+        Err(e) => eprintln!("gauntlet: could not write the ledger report: {e}"),
+    }
     if let Some(mut s) = stack.take() {
         rt.block_on(s.stop());
     }
@@ -432,6 +439,7 @@ fn trial(case: &Case, shared: &Arc<OnceLock<Shared>>, recorder: &Arc<Recorder>) 
             duration_s: t0.elapsed().as_secs_f64(),
             message: message.clone(),
             output: buf.lines(),
+            observations: super::report::take_observations(&name),
         });
         match result {
             Ok(()) => Ok(Completion::Completed),

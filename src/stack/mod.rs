@@ -5,6 +5,7 @@
 pub mod health;
 pub mod litellm;
 pub mod manifest;
+pub mod mirror;
 pub mod order;
 pub mod process;
 pub mod router_config;
@@ -322,10 +323,10 @@ pub fn save_logs(endpoints: &Endpoints, private: &Path, dir: &Path) -> Vec<PathB
         return written;
     }
     let mut copy = |src: &Path, dst: PathBuf| {
-        if let Ok(text) = std::fs::read_to_string(src) {
-            if std::fs::write(&dst, crate::redact::redact(&text)).is_ok() {
-                written.push(dst);
-            }
+        if let Ok(text) = std::fs::read_to_string(src)
+            && std::fs::write(&dst, crate::redact::redact(&text)).is_ok()
+        {
+            written.push(dst);
         }
     };
     for (name, src) in &endpoints.logs {

@@ -55,9 +55,9 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// `chat-primary>chat-backup>chat-regional`: a stable, filterable case name part.
+    /// `chat-primary/chat-backup/chat-regional`: a stable, filterable, shell-safe case name part.
     pub fn name(&self) -> String {
-        self.groups.join(">")
+        self.groups.join("/")
     }
     pub fn primary(&self) -> &str {
         &self.groups[0]

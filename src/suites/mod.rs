@@ -1,6 +1,10 @@
 //! The suites, one file each, reading like the seed's bullet lists. Each returns its cases
 //! from the plan; `all` gates them on what the target offers.
 
+pub mod caching;
+pub mod fallbacks;
+pub mod ledger;
+pub mod secrets;
 pub mod smoke;
 
 use crate::runner::registry::{Case, Plan, gate};
@@ -8,5 +12,18 @@ use crate::runner::registry::{Case, Plan, gate};
 pub fn all(plan: &Plan) -> Vec<Case> {
     let mut cases = Vec::new();
     cases.extend(smoke::cases(plan));
+    cases.extend(fallbacks::cases(plan));
+    cases.extend(caching::cases(plan));
+    cases.extend(ledger::cases(plan));
+    cases.extend(secrets::cases(plan));
     gate(plan, cases)
+}
+
+/// A simulator rule: every request carrying `tag` gets `fault`.
+pub(crate) fn fault_rule(tag: &str, fault: crate::sim::Fault) -> crate::sim::Rule {
+    crate::sim::Rule {
+        tag: Some(tag.to_owned()),
+        when: crate::sim::When::Always,
+        behaviour: crate::sim::Behaviour { fault: Some(fault) },
+    }
 }

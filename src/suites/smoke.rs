@@ -239,7 +239,13 @@ async fn metadata_upstream(c: Ctx) -> anyhow::Result<()> {
     let group = first_group(&c)?;
     let body = c.chat_body(&group, c.tag(), "metadata check");
     c.router.chat(&body).await?.expect_status(200)?;
-    let journal = c.sim()?.journal(Some(c.tag())).await?;
+    let journal = c
+        .sim()?
+        .journal(&crate::sim::JournalQuery {
+            tag: Some(c.tag().to_owned()),
+            ..Default::default()
+        })
+        .await?;
     let entry = journal.first().ok_or_else(|| {
         anyhow::anyhow!(
             "no upstream call carrying tag {} in the simulator journal",

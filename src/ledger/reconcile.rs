@@ -1,0 +1,188 @@
+//! Three-way reconciliation of one request: what the client saw (usage and the router's cost
+//! header), what the upstream reported (the simulator journal), and what the router logged
+//! (the sink), each against the cost the team's price table expects for the deployment that
+//! actually served. Every disagreement is reported with the request it belongs to.
+
+use serde_json::Value;
+
+use super::prices::PriceTable;
+
+/// Tokens and cost as one source saw them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct View {
+    pub deployment: Option<String>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub cost: Option<f64>,
+}
+
+impl View {
+    /// The router's logging payload (LiteLLM's standard logging payload).
+    pub fn from_payload(p: &Value) -> Self {
+        Self {
+            deployment: p.get("model_id").and_then(Value::as_str).map(str::to_owned),
+            prompt_tokens: p.get("prompt_tokens").and_then(Value::as_u64),
+            completion_tokens: p.get("completion_tokens").and_then(Value::as_u64),
+            cost: p.get("response_cost").and_then(Value::as_f64),
+        }
+    }
+}
+
+/// One disagreement, named by request and field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discrepancy {
+    pub request: String,
+    pub what: String,
+}
+
+impl std::fmt::Display for Discrepancy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request {}: {}", self.request, self.what)
+    }
+}
+
+/// Compares the three views of `request`. `client.cost` may be absent (LiteLLM sends no cost
+/// header for streams); every other field present in two views must agree, and every cost
+/// must equal the price table's cost for the serving deployment's tokens.
+pub fn reconcile(
+    request: &str,
+    client: &View,
+    upstream: &View,
+    router: &View,
+    prices: &PriceTable,
+) -> Vec<Discrepancy> {
+    let mut out = Vec::new();
+    let mut flag = |what: String| {
+        out.push(Discrepancy {
+            request: request.to_owned(),
+            what,
+        })
+    };
+    let views = [
+        ("client", client),
+        ("upstream", upstream),
+        ("router log", router),
+    ];
+    for (field, get) in [
+        (
+            "deployment",
+            (|v: &View| v.deployment.clone().map(|d| d.to_string())) as fn(&View) -> Option<String>,
+        ),
+        ("prompt_tokens", |v: &View| {
+            v.prompt_tokens.map(|n| n.to_string())
+        }),
+        ("completion_tokens", |v: &View| {
+            v.completion_tokens.map(|n| n.to_string())
+        }),
+    ] {
+        let seen: Vec<(&str, String)> = views
+            .iter()
+            .filter_map(|(n, v)| get(v).map(|x| (*n, x)))
+            .collect();
+        if let Some((first_name, first)) = seen.first() {
+            for (name, val) in &seen[1..] {
+                if val != first {
+                    flag(format!(
+                        "{field}: {first_name} says {first}, {name} says {val}"
+                    ));
+                }
+            }
+        }
+    }
+    let Some(deployment) = upstream
+        .deployment
+        .as_ref()
+        .or(router.deployment.as_ref())
+        .or(client.deployment.as_ref())
+    else {
+        flag("no source names the deployment that served".into());
+        return out;
+    };
+    let (Some(p), Some(c)) = (
+        upstream.prompt_tokens.or(client.prompt_tokens),
+        upstream.completion_tokens.or(client.completion_tokens),
+    ) else {
+        flag("no source reports token counts".into());
+        return out;
+    };
+    let Some(expected) = prices.cost(deployment, p, c) else {
+        flag(format!("deployment {deployment} is not in the price table"));
+        return out;
+    };
+    for (name, v) in [("client cost header", client), ("router log", router)] {
+        if let Some(cost) = v.cost
+            && !prices.agrees(cost, expected)
+        {
+            flag(format!(
+                "{name} cost {cost:.10} != expected {expected:.10} ({p} prompt + {c} completion tokens at {deployment}'s price)"
+            ));
+        }
+    }
+    if router.cost.is_none() {
+        flag("the router logged no response_cost".into());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> PriceTable {
+        PriceTable::parse("p", "[deployments.a]\ninput_per_token = 0.001\noutput_per_token = 0.002\n[deployments.b]\ninput_per_token = 0.01\noutput_per_token = 0.02").unwrap()
+    }
+
+    fn view(d: &str, p: u64, c: u64, cost: Option<f64>) -> View {
+        View {
+            deployment: Some(d.into()),
+            prompt_tokens: Some(p),
+            completion_tokens: Some(c),
+            cost,
+        }
+    }
+
+    #[test]
+    fn agreeing_sources_reconcile() {
+        let t = table();
+        let v = view("a", 10, 5, Some(0.02));
+        assert!(reconcile("r1", &v, &view("a", 10, 5, None), &v, &t).is_empty());
+    }
+
+    #[test]
+    fn wrong_price_and_wrong_deployment_are_named() {
+        let t = table();
+        // The router billed the primary's price for a request the backup served.
+        let client = view("b", 10, 5, Some(0.02));
+        let d = reconcile(
+            "r2",
+            &client,
+            &view("b", 10, 5, None),
+            &view("b", 10, 5, Some(0.02)),
+            &t,
+        );
+        assert!(
+            d.iter()
+                .any(|x| x.what.contains("router log cost") && x.request == "r2"),
+            "{d:?}"
+        );
+        let d = reconcile(
+            "r3",
+            &view("a", 10, 5, Some(0.02)),
+            &view("b", 10, 5, None),
+            &view("a", 10, 5, Some(0.02)),
+            &t,
+        );
+        assert!(d.iter().any(|x| x.what.starts_with("deployment:")), "{d:?}");
+        let d = reconcile(
+            "r4",
+            &view("a", 10, 5, Some(0.02)),
+            &view("a", 10, 6, None),
+            &view("a", 10, 5, Some(0.02)),
+            &t,
+        );
+        assert!(
+            d.iter().any(|x| x.what.starts_with("completion_tokens")),
+            "{d:?}"
+        );
+    }
+}

@@ -1,0 +1,528 @@
+//! Cost ledger: what each request costs, who it is billed to, and whether three independent
+//! sources agree — the client (usage, cost header), the upstream (simulator journal) and the
+//! router's own log (the sink) — against the team's price table.
+//! - usage structure: prompt, completion and total tokens present, total = prompt + completion
+//! - per-request cost = usage × the price of the deployment that actually served, per group
+//! - a request that fell back is billed at the backup's price, not the primary's
+//! - tenants attributed by `user` and metadata tags, several tenants in parallel
+//! - totals accumulate exactly over N requests
+//! - streaming requests are billed (usage chunk present, router-side cost recorded)
+//! - cached responses billed as the router promises (a cache hit costs nothing)
+//! - edge cases: minimal tokens, identical requests cost the same, failed requests cost nothing
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::client::shape;
+use crate::ledger::book::{self, Entry};
+use crate::ledger::reconcile::{self, View};
+use crate::runner::context::Ctx;
+use crate::runner::registry::{Case, Plan};
+use crate::sim::{Fault, JournalQuery};
+
+/// The router flushes its logging callbacks in batches: how long a payload may take.
+const FLUSH: Duration = Duration::from_secs(30);
+
+pub fn cases(plan: &Plan) -> Vec<Case> {
+    if !plan.config.has_generic_logger {
+        return Vec::new();
+    }
+    let needs: &[&'static str] = &["sim", "sink"];
+    let mut out = vec![
+        Case::new("ledger::usage_structure", usage_structure),
+        Case::new("ledger::accumulation", accumulation),
+        Case::new("ledger::streaming_billed", streaming_billed),
+        Case::new("ledger::edge::minimal_tokens", minimal_tokens),
+        Case::new(
+            "ledger::edge::identical_requests_cost_the_same",
+            identical_cost,
+        ),
+        Case::new(
+            "ledger::edge::failed_request_costs_nothing",
+            failed_costs_nothing,
+        ),
+    ];
+    if plan.config.cache {
+        out.push(Case::new("ledger::cached_response_billed", cached_billed).needs(&["redis"]));
+    }
+    if let Some(chain) = plan
+        .config
+        .chains
+        .iter()
+        .find(|c| c.kind == crate::stack::router_config::ChainKind::General)
+    {
+        let ch = chain.clone();
+        out.push(Case::new(
+            format!("ledger::fallback_billed_at_backup_price::{}", chain.name()),
+            move |c| fallback_billed(c, ch.groups[0].clone(), ch.groups[1].clone()),
+        ));
+    }
+    for group in plan.config.groups() {
+        let g = group.clone();
+        out.push(Case::new(
+            format!("ledger::cost_per_request::{group}"),
+            move |c| cost_per_request(c, g.clone()),
+        ));
+    }
+    for tenant in plan.tenants() {
+        let t = tenant.clone();
+        out.push(Case::new(format!("ledger::tenant::{tenant}"), move |c| {
+            tenant_attribution(c, t.clone())
+        }));
+    }
+    out.into_iter().map(|c| c.needs(needs)).collect()
+}
+
+/// One billed request seen from all three sides.
+struct Billed {
+    request: String,
+    client: View,
+    upstream: View,
+    router: View,
+    payload: Value,
+}
+
+fn first_group(c: &Ctx) -> anyhow::Result<String> {
+    c.config
+        .groups()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no model groups"))
+}
+
+/// A request billed to `tenant`; its own id travels in the prompt (journal) and as trace id (log).
+fn body(c: &Ctx, group: &str, tenant: &str, request: &str, prompt: &str) -> Value {
+    json!({
+        "model": group,
+        "messages": [{"role": "user", "content": format!("[{request}] {prompt}")}],
+        "user": tenant,
+        "max_tokens": 16,
+        "metadata": {"tenant": tenant, "trace_id": request, "tags": [format!("tenant:{tenant}"), format!("case:{}", c.case)]},
+    })
+}
+
+async fn send(c: &Ctx, body: &Value, stream: bool) -> anyhow::Result<View> {
+    if stream {
+        let s = c.router.chat_stream(body).await?;
+        anyhow::ensure!(
+            s.status == 200,
+            "{} answered {}: {}",
+            s.url,
+            s.status,
+            crate::client::excerpt(&s.error_text)
+        );
+        let usage = s
+            .usage()
+            .ok_or_else(|| anyhow::anyhow!("stream with include_usage carried no usage chunk"))?;
+        let (p, comp, _) = shape::usage(usage)?;
+        let h = crate::client::RouterHeaders::from(&s.headers);
+        return Ok(View {
+            deployment: h.model_id,
+            prompt_tokens: Some(p),
+            completion_tokens: Some(comp),
+            cost: h.response_cost.filter(|c| *c > 0.0),
+        });
+    }
+    let r = c.router.chat(body).await?;
+    r.expect_status(200)?;
+    let v = r.json_or_err()?;
+    shape::chat_completion(v)?;
+    let (p, comp, _) = shape::usage(&v["usage"])?;
+    let h = r.router();
+    Ok(View {
+        deployment: h.model_id,
+        prompt_tokens: Some(p),
+        completion_tokens: Some(comp),
+        cost: h.response_cost,
+    })
+}
+
+/// Sends one request and gathers the three views of it; records it in the run's ledger.
+async fn bill(
+    c: &Ctx,
+    group: &str,
+    tenant: &str,
+    prompt: &str,
+    stream: bool,
+) -> anyhow::Result<Billed> {
+    let request = format!("req-{}", crate::stack::random_hex(6));
+    let mut b = body(c, group, tenant, &request, prompt);
+    if stream {
+        b["stream_options"] = json!({"include_usage": true});
+    }
+    let client = send(c, &b, stream).await?;
+    let journal = c
+        .sim()?
+        .journal(&JournalQuery {
+            tag: Some(request.clone()),
+            ..Default::default()
+        })
+        .await?;
+    let served = journal
+        .iter()
+        .rev()
+        .find(|e| e.outcome == "ok")
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "request {request}: no successful upstream call in the simulator journal"
+            )
+        })?;
+    let upstream = View {
+        deployment: c
+            .config
+            .deployments
+            .iter()
+            .find(|d| d.sim.as_deref() == Some(&served.deployment))
+            .map(|d| d.id.clone()),
+        prompt_tokens: Some(served.prompt_tokens),
+        completion_tokens: Some(served.completion_tokens),
+        cost: None,
+    };
+    let records = c.sink()?.wait_for(&request, 1, FLUSH).await?;
+    let payload = records
+        .iter()
+        .find(|r| r.get("status").and_then(Value::as_str) == Some("success"))
+        .cloned()
+        .ok_or_else(|| {
+            anyhow::anyhow!("request {request}: the router logged no successful payload")
+        })?;
+    let router = View::from_payload(&payload);
+    let billed = Billed {
+        request,
+        client,
+        upstream,
+        router,
+        payload,
+    };
+    let deployment = billed.upstream.deployment.clone().unwrap_or_default();
+    let (p, comp) = (served.prompt_tokens, served.completion_tokens);
+    book::record(Entry {
+        case: c.case.clone(),
+        request: billed.request.clone(),
+        tenant: tenant.to_owned(),
+        deployment: deployment.clone(),
+        prompt_tokens: p,
+        completion_tokens: comp,
+        expected_cost: c.prices.cost(&deployment, p, comp).unwrap_or(0.0),
+        router_cost: billed.router.cost,
+    });
+    Ok(billed)
+}
+
+/// Fails with every disagreement among the three sources, request by request.
+fn reconciled(c: &Ctx, b: &Billed) -> anyhow::Result<f64> {
+    let d = reconcile::reconcile(&b.request, &b.client, &b.upstream, &b.router, &c.prices);
+    if !d.is_empty() {
+        let lines: Vec<String> = d.iter().map(ToString::to_string).collect();
+        anyhow::bail!("ledger sources disagree:\n  {}", lines.join("\n  "));
+    }
+    let dep = b.upstream.deployment.as_deref().unwrap_or_default();
+    Ok(c.prices
+        .cost(
+            dep,
+            b.upstream.prompt_tokens.unwrap_or(0),
+            b.upstream.completion_tokens.unwrap_or(0),
+        )
+        .unwrap_or(0.0))
+}
+
+async fn usage_structure(c: Ctx) -> anyhow::Result<()> {
+    let group = first_group(&c)?;
+    let b = bill(&c, &group, c.tag(), "usage structure", false).await?;
+    let (p, comp) = (
+        b.client.prompt_tokens.unwrap_or(0),
+        b.client.completion_tokens.unwrap_or(0),
+    );
+    anyhow::ensure!(
+        p > 0 && comp > 0,
+        "usage reports {p} prompt and {comp} completion tokens"
+    );
+    let total = b.payload.get("total_tokens").and_then(Value::as_u64);
+    anyhow::ensure!(
+        total == Some(p + comp),
+        "the router logged total_tokens {total:?}, expected {}",
+        p + comp
+    );
+    reconciled(&c, &b)?;
+    Ok(())
+}
+
+async fn cost_per_request(c: Ctx, group: String) -> anyhow::Result<()> {
+    let b = bill(&c, &group, c.tag(), "what does this cost", false).await?;
+    let cost = reconciled(&c, &b)?;
+    let ids: Vec<String> = c
+        .config
+        .deployments_of(&group)
+        .iter()
+        .map(|d| d.id.clone())
+        .collect();
+    let served = b.upstream.deployment.clone().unwrap_or_default();
+    anyhow::ensure!(
+        ids.contains(&served),
+        "{group} was served by {served}, not one of {ids:?}"
+    );
+    anyhow::ensure!(
+        b.client.cost.is_some(),
+        "the router sent no x-litellm-response-cost header for a plain request"
+    );
+    c.observe("cost_usd", cost);
+    Ok(())
+}
+
+async fn fallback_billed(c: Ctx, primary: String, backup: String) -> anyhow::Result<()> {
+    let sim = c.sim()?;
+    let rule = super::fault_rule(
+        c.tag(),
+        Fault::Error {
+            status: 500,
+            retry_after: None,
+            message: None,
+        },
+    );
+    for d in c.config.deployments_of(&primary) {
+        if let Some(s) = &d.sim {
+            sim.add_rule(s, &rule).await?;
+        }
+    }
+    // The tag travels in `user` so the primary's rule matches.
+    let b = bill(
+        &c,
+        &primary,
+        c.tag(),
+        "bill me at the backup's price",
+        false,
+    )
+    .await?;
+    let served = b.upstream.deployment.clone().unwrap_or_default();
+    let backup_ids: Vec<String> = c
+        .config
+        .deployments_of(&backup)
+        .iter()
+        .map(|d| d.id.clone())
+        .collect();
+    anyhow::ensure!(
+        backup_ids.contains(&served),
+        "the request was served by {served}, not by {backup}: no fallback happened"
+    );
+    let cost = reconciled(&c, &b)?;
+    let (p, comp) = (
+        b.upstream.prompt_tokens.unwrap_or(0),
+        b.upstream.completion_tokens.unwrap_or(0),
+    );
+    let primary_id = &c.config.deployments_of(&primary)[0].id;
+    if let Some(at_primary) = c.prices.cost(primary_id, p, comp)
+        && !c.prices.agrees(at_primary, cost)
+    {
+        let router = b.router.cost.unwrap_or(-1.0);
+        anyhow::ensure!(
+            !c.prices.agrees(router, at_primary),
+            "the router billed {router} = the primary's price for a request the backup served"
+        );
+    }
+    Ok(())
+}
+
+async fn tenant_attribution(c: Ctx, tenant: String) -> anyhow::Result<()> {
+    const N: usize = 3;
+    let group = first_group(&c)?;
+    // Unique per run, so parallel runs against one stack never mix tenants.
+    let end_user = format!("{tenant}-{}", c.tag());
+    let mut expected = 0.0;
+    for i in 0..N {
+        let b = bill(&c, &group, &end_user, &format!("tenant request {i}"), false).await?;
+        expected += reconciled(&c, &b)?;
+        let eu = b.payload.get("end_user").and_then(Value::as_str);
+        anyhow::ensure!(
+            eu == Some(end_user.as_str()),
+            "request {} was attributed to end_user {eu:?}, not {end_user}",
+            b.request
+        );
+        let tags = b
+            .payload
+            .get("request_tags")
+            .map(Value::to_string)
+            .unwrap_or_default();
+        anyhow::ensure!(
+            tags.contains(&format!("tenant:{end_user}")),
+            "request {}: the router logged tags {tags}, without tenant:{end_user}",
+            b.request
+        );
+    }
+    let logged: f64 = c
+        .sink()?
+        .records(Some(&end_user))
+        .await?
+        .iter()
+        .filter(|r| {
+            r.get("end_user").and_then(Value::as_str) == Some(end_user.as_str())
+                && r.get("status").and_then(Value::as_str) == Some("success")
+        })
+        .filter_map(|r| r.get("response_cost").and_then(Value::as_f64))
+        .sum();
+    anyhow::ensure!(
+        c.prices.agrees(logged, expected),
+        "tenant {end_user}: the router's log totals {logged:.10}, the price table {expected:.10}"
+    );
+    c.observe("tenant_cost_usd", expected);
+    Ok(())
+}
+
+async fn accumulation(c: Ctx) -> anyhow::Result<()> {
+    const N: usize = 8;
+    let group = first_group(&c)?;
+    let mut expected = 0.0;
+    let mut router = 0.0;
+    for i in 0..N {
+        let b = bill(
+            &c,
+            &group,
+            c.tag(),
+            &format!("accumulate {i} {}", "word ".repeat(i)),
+            false,
+        )
+        .await?;
+        expected += reconciled(&c, &b)?;
+        router += b.router.cost.unwrap_or(0.0);
+    }
+    anyhow::ensure!(
+        c.prices.agrees(router, expected),
+        "over {N} requests the router logged {router:.10}, the price table says {expected:.10}"
+    );
+    Ok(())
+}
+
+async fn streaming_billed(c: Ctx) -> anyhow::Result<()> {
+    let group = first_group(&c)?;
+    let b = bill(&c, &group, c.tag(), "stream and bill", true).await?;
+    reconciled(&c, &b)?;
+    anyhow::ensure!(
+        b.router.cost.is_some_and(|x| x > 0.0),
+        "the router logged no cost for a streamed request"
+    );
+    if b.client.cost.is_none() {
+        tracing::info!(
+            "no cost header on the stream (LiteLLM sends none for streams): billed from the router's log"
+        );
+    }
+    Ok(())
+}
+
+async fn cached_billed(c: Ctx) -> anyhow::Result<()> {
+    let group = first_group(&c)?;
+    let request = format!("req-{}", crate::stack::random_hex(6));
+    let mut b = body(&c, &group, c.tag(), &request, "cache and bill");
+    b["cache"] = json!({"use-cache": true});
+    c.router.chat(&b).await?.expect_status(200)?;
+    let second = c.router.chat(&b).await?;
+    second.expect_status(200)?;
+    let records = c.sink()?.wait_for(&request, 2, FLUSH).await?;
+    let hit = records
+        .iter()
+        .find(|r| r.get("cache_hit").and_then(Value::as_bool) == Some(true))
+        .ok_or_else(|| {
+            anyhow::anyhow!("no logging payload marks the second identical request as a cache hit")
+        })?;
+    let cost = hit
+        .get("response_cost")
+        .and_then(Value::as_f64)
+        .unwrap_or(-1.0);
+    anyhow::ensure!(
+        cost == 0.0,
+        "a cache hit was billed {cost}; the router promises cache hits cost nothing"
+    );
+    let header = second.router().response_cost;
+    anyhow::ensure!(
+        header.unwrap_or(0.0) == 0.0,
+        "the cached reply's cost header says {header:?}, expected 0"
+    );
+    Ok(())
+}
+
+async fn minimal_tokens(c: Ctx) -> anyhow::Result<()> {
+    let group = first_group(&c)?;
+    let request = format!("req-{}", crate::stack::random_hex(6));
+    let mut b = body(&c, &group, c.tag(), &request, "hi");
+    b["max_tokens"] = json!(1);
+    let client = send(&c, &b, false).await?;
+    anyhow::ensure!(
+        client.completion_tokens == Some(1),
+        "max_tokens 1 gave {:?} completion tokens",
+        client.completion_tokens
+    );
+    let rec = c.sink()?.wait_for(&request, 1, FLUSH).await?;
+    let router = View::from_payload(&rec[0]);
+    let dep = client.deployment.clone().unwrap_or_default();
+    let expected = c
+        .prices
+        .cost(&dep, client.prompt_tokens.unwrap_or(0), 1)
+        .ok_or_else(|| anyhow::anyhow!("{dep} not priced"))?;
+    anyhow::ensure!(
+        router.cost.is_some_and(|x| c.prices.agrees(x, expected)),
+        "minimal request logged cost {:?}, expected {expected:.10}",
+        router.cost
+    );
+    Ok(())
+}
+
+async fn identical_cost(c: Ctx) -> anyhow::Result<()> {
+    let group = first_group(&c)?;
+    let a = bill(&c, &group, c.tag(), "same words every time", false).await?;
+    let b = bill(&c, &group, c.tag(), "same words every time", false).await?;
+    let (ca, cb) = (reconciled(&c, &a)?, reconciled(&c, &b)?);
+    anyhow::ensure!(ca == cb, "identical requests cost {ca} and {cb}");
+    anyhow::ensure!(
+        a.router.cost == b.router.cost,
+        "the router billed identical requests {:?} and {:?}",
+        a.router.cost,
+        b.router.cost
+    );
+    Ok(())
+}
+
+async fn failed_costs_nothing(c: Ctx) -> anyhow::Result<()> {
+    let group = first_group(&c)?;
+    let sim = c.sim()?;
+    let rule = super::fault_rule(
+        c.tag(),
+        Fault::Error {
+            status: 500,
+            retry_after: None,
+            message: None,
+        },
+    );
+    for d in &c.config.deployments {
+        if let Some(s) = &d.sim {
+            sim.add_rule(s, &rule).await?;
+        }
+    }
+    let request = format!("req-{}", crate::stack::random_hex(6));
+    let r = c
+        .router
+        .chat(&body(&c, &group, c.tag(), &request, "this will fail"))
+        .await?;
+    anyhow::ensure!(
+        r.status >= 400,
+        "every deployment failed but the client got {}",
+        r.status
+    );
+    let records = c.sink()?.wait_for(&request, 1, FLUSH).await?;
+    for rec in &records {
+        let cost = rec
+            .get("response_cost")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        anyhow::ensure!(
+            cost == 0.0,
+            "a failed request was logged with cost {cost} (status {:?})",
+            rec.get("status")
+        );
+    }
+    anyhow::ensure!(
+        records
+            .iter()
+            .any(|r| r.get("status").and_then(Value::as_str) == Some("failure")),
+        "the router logged no failure payload for the failed request"
+    );
+    Ok(())
+}
