@@ -29,8 +29,7 @@ impl From<&HeaderMap> for RouterHeaders {
             model_id: get(h, "x-litellm-model-id"),
             model_group: get(h, "x-litellm-model-group"),
             attempted_retries: get(h, "x-litellm-attempted-retries").and_then(|v| v.parse().ok()),
-            attempted_fallbacks: get(h, "x-litellm-attempted-fallbacks")
-                .and_then(|v| v.parse().ok()),
+            attempted_fallbacks: get(h, "x-litellm-attempted-fallbacks").and_then(|v| v.parse().ok()),
             response_cost: get(h, "x-litellm-response-cost").and_then(|v| v.parse().ok()),
             call_id: get(h, "x-litellm-call-id"),
             version: get(h, "x-litellm-version"),

@@ -77,10 +77,7 @@ impl StreamReply {
     pub fn content(&self) -> String {
         self.chunks
             .iter()
-            .filter_map(|c| {
-                c.pointer("/choices/0/delta/content")
-                    .and_then(Value::as_str)
-            })
+            .filter_map(|c| c.pointer("/choices/0/delta/content").and_then(Value::as_str))
             .collect()
     }
     /// The `usage` object of the final usage chunk, if any.
@@ -119,10 +116,7 @@ impl RouterClient {
 
     /// The same router with another key (or none), to test authentication.
     pub fn with_key(&self, key: Option<String>) -> Self {
-        Self {
-            key,
-            ..self.clone()
-        }
+        Self { key, ..self.clone() }
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -145,16 +139,8 @@ impl RouterClient {
         self.post_with(path, body, DEFAULT_TIMEOUT).await
     }
 
-    pub async fn post_with(
-        &self,
-        path: &str,
-        body: &Value,
-        timeout: Duration,
-    ) -> anyhow::Result<Reply> {
-        let rb = self
-            .request(reqwest::Method::POST, path)
-            .json(body)
-            .timeout(timeout);
+    pub async fn post_with(&self, path: &str, body: &Value, timeout: Duration) -> anyhow::Result<Reply> {
+        let rb = self.request(reqwest::Method::POST, path).json(body).timeout(timeout);
         send(rb, &format!("{}{path}", self.base)).await
     }
 
@@ -167,9 +153,7 @@ impl RouterClient {
         let mut body = body.clone();
         body["stream"] = Value::Bool(true);
         let url = format!("{}/v1/chat/completions", self.base);
-        let rb = self
-            .request(reqwest::Method::POST, "/v1/chat/completions")
-            .json(&body);
+        let rb = self.request(reqwest::Method::POST, "/v1/chat/completions").json(&body);
         sse::read(rb, &url).await
     }
 }
@@ -215,10 +199,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// At most 300 characters of a body, redacted, for error messages.
 pub fn excerpt(text: &str) -> String {
     let t: String = text.chars().take(300).collect();
-    let more = if text.chars().count() > 300 {
-        "…"
-    } else {
-        ""
-    };
+    let more = if text.chars().count() > 300 { "…" } else { "" };
     format!("{}{more}", crate::redact::redact(&t))
 }

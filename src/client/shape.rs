@@ -19,11 +19,7 @@ pub fn usage(v: &Value) -> anyhow::Result<(u64, u64, u64)> {
             .and_then(Value::as_u64)
             .ok_or_else(|| anyhow::anyhow!("usage.{k} is not a non-negative integer: {}", short(v)))
     };
-    let (p, c, t) = (
-        get("prompt_tokens")?,
-        get("completion_tokens")?,
-        get("total_tokens")?,
-    );
+    let (p, c, t) = (get("prompt_tokens")?, get("completion_tokens")?, get("total_tokens")?);
     anyhow::ensure!(
         t == p + c,
         "usage.total_tokens {t} != prompt_tokens {p} + completion_tokens {c}"

@@ -77,12 +77,8 @@ pub async fn read(rb: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Stre
                 reply.done = true;
                 continue;
             }
-            let v: Value = serde_json::from_str(&data).map_err(|e| {
-                anyhow::anyhow!(
-                    "{url}: stream event is not JSON ({e}): {}",
-                    super::excerpt(&data)
-                )
-            })?;
+            let v: Value = serde_json::from_str(&data)
+                .map_err(|e| anyhow::anyhow!("{url}: stream event is not JSON ({e}): {}", super::excerpt(&data)))?;
             if reply.ttft.is_none() {
                 reply.ttft = Some(start.elapsed());
             }
@@ -101,10 +97,7 @@ mod tests {
     fn splits_events_across_reads() {
         let mut p = Parser::default();
         assert!(p.feed(b"data: {\"a\"").is_empty());
-        assert_eq!(
-            p.feed(b":1}\n\ndata: [DONE]\r\n\r\n"),
-            vec!["{\"a\":1}", "[DONE]"]
-        );
+        assert_eq!(p.feed(b":1}\n\ndata: [DONE]\r\n\r\n"), vec!["{\"a\":1}", "[DONE]"]);
         assert_eq!(p.feed(b": comment\n\n"), Vec::<String>::new());
     }
 }

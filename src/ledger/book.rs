@@ -88,9 +88,7 @@ pub fn write(dir: &Path, currency: &str) -> anyhow::Result<Option<(Vec<PathBuf>,
         })?,
     )?;
     let csv = dir.join("ledger.csv");
-    let mut text = String::from(
-        "kind,key,requests,prompt_tokens,completion_tokens,expected_cost,router_cost\n",
-    );
+    let mut text = String::from("kind,key,requests,prompt_tokens,completion_tokens,expected_cost,router_cost\n");
     let mut table = format!(
         "{:<10} {:<28} {:>5} {:>8} {:>8} {:>14} {:>14}\n",
         "ledger", "", "reqs", "prompt", "compl", "expected", "router"

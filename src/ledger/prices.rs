@@ -38,8 +38,8 @@ fn tolerance() -> f64 {
 
 impl PriceTable {
     pub fn parse(origin: &str, text: &str) -> Result<Self, RunError> {
-        let t: Self = toml::from_str(text)
-            .map_err(|e| RunError::usage(format!("{origin}: invalid price table: {e}")))?;
+        let t: Self =
+            toml::from_str(text).map_err(|e| RunError::usage(format!("{origin}: invalid price table: {e}")))?;
         for (d, p) in &t.deployments {
             if !(p.input_per_token >= 0.0 && p.output_per_token >= 0.0) {
                 return Err(RunError::usage(format!(
@@ -55,15 +55,9 @@ impl PriceTable {
     }
 
     /// Expected cost of a request served by `deployment` with these token counts.
-    pub fn cost(
-        &self,
-        deployment: &str,
-        prompt_tokens: u64,
-        completion_tokens: u64,
-    ) -> Option<f64> {
-        self.price(deployment).map(|p| {
-            prompt_tokens as f64 * p.input_per_token + completion_tokens as f64 * p.output_per_token
-        })
+    pub fn cost(&self, deployment: &str, prompt_tokens: u64, completion_tokens: u64) -> Option<f64> {
+        self.price(deployment)
+            .map(|p| prompt_tokens as f64 * p.input_per_token + completion_tokens as f64 * p.output_per_token)
     }
 
     /// Whether two costs agree within the table's tolerance (relative for large sums).
@@ -80,8 +74,7 @@ mod tests {
     fn default_table_covers_every_default_deployment() {
         let m = crate::stack::manifest::Manifest::builtin().unwrap();
         let t = PriceTable::parse("prices.toml", &m.prices.text).unwrap();
-        let c =
-            crate::stack::router_config::RouterConfig::parse("r", &m.router_config.text).unwrap();
+        let c = crate::stack::router_config::RouterConfig::parse("r", &m.router_config.text).unwrap();
         for d in &c.deployments {
             assert!(t.price(&d.id).is_some(), "no price for {}", d.id);
         }
@@ -92,16 +85,9 @@ mod tests {
 
     #[test]
     fn bad_tables_are_usage_errors() {
-        let e = PriceTable::parse(
-            "p.toml",
-            "[deployments.a]\ninput_per_token = -1\noutput_per_token = 0",
-        )
-        .unwrap_err();
+        let e = PriceTable::parse("p.toml", "[deployments.a]\ninput_per_token = -1\noutput_per_token = 0").unwrap_err();
         assert!(e.to_string().contains("deployments.a"), "{e}");
         let e = PriceTable::parse("p.toml", "[deployments.a]\ninput = 1").unwrap_err();
-        assert!(
-            e.to_string().starts_with("p.toml: invalid price table"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("p.toml: invalid price table"), "{e}");
     }
 }

@@ -58,33 +58,22 @@ pub fn reconcile(
             what,
         })
     };
-    let views = [
-        ("client", client),
-        ("upstream", upstream),
-        ("router log", router),
-    ];
+    let views = [("client", client), ("upstream", upstream), ("router log", router)];
     for (field, get) in [
         (
             "deployment",
             (|v: &View| v.deployment.clone().map(|d| d.to_string())) as fn(&View) -> Option<String>,
         ),
-        ("prompt_tokens", |v: &View| {
-            v.prompt_tokens.map(|n| n.to_string())
-        }),
+        ("prompt_tokens", |v: &View| v.prompt_tokens.map(|n| n.to_string())),
         ("completion_tokens", |v: &View| {
             v.completion_tokens.map(|n| n.to_string())
         }),
     ] {
-        let seen: Vec<(&str, String)> = views
-            .iter()
-            .filter_map(|(n, v)| get(v).map(|x| (*n, x)))
-            .collect();
+        let seen: Vec<(&str, String)> = views.iter().filter_map(|(n, v)| get(v).map(|x| (*n, x))).collect();
         if let Some((first_name, first)) = seen.first() {
             for (name, val) in &seen[1..] {
                 if val != first {
-                    flag(format!(
-                        "{field}: {first_name} says {first}, {name} says {val}"
-                    ));
+                    flag(format!("{field}: {first_name} says {first}, {name} says {val}"));
                 }
             }
         }
@@ -180,9 +169,6 @@ mod tests {
             &view("a", 10, 5, Some(0.02)),
             &t,
         );
-        assert!(
-            d.iter().any(|x| x.what.starts_with("completion_tokens")),
-            "{d:?}"
-        );
+        assert!(d.iter().any(|x| x.what.starts_with("completion_tokens")), "{d:?}");
     }
 }

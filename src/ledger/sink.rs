@@ -72,9 +72,7 @@ async fn ingest(State(store): State<Shared>, body: axum::body::Bytes) -> (Status
         Err(e) => {
             return (
                 StatusCode::BAD_REQUEST,
-                Json(
-                    json!({"error": {"message": format!("body is not JSON: {e}"), "type": "invalid_request_error"}}),
-                ),
+                Json(json!({"error": {"message": format!("body is not JSON: {e}"), "type": "invalid_request_error"}})),
             );
         }
     };
@@ -117,12 +115,24 @@ async fn records(State(store): State<Shared>, Query(q): Query<RecordsQuery>) -> 
 }
 
 async fn clear(State(store): State<Shared>) -> StatusCode {
-    store
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .records
-        .clear();
+    store.lock().unwrap_or_else(|e| e.into_inner()).records.clear();
     StatusCode::NO_CONTENT
+}
+
+/// Drops repeated deliveries of one logging event (same `id`): a ledger counts each request
+/// once however often the router posted it.
+pub fn unique_by_id(records: Vec<Value>) -> Vec<Value> {
+    let mut seen = std::collections::HashSet::new();
+    records
+        .into_iter()
+        .filter(|r| match r.get("id").and_then(Value::as_str) {
+            Some(id) => seen.insert(format!(
+                "{id}/{}",
+                r.get("status").and_then(Value::as_str).unwrap_or("")
+            )),
+            None => true,
+        })
+        .collect()
 }
 
 /// Reads the sink over HTTP.
@@ -155,15 +165,27 @@ impl SinkClient {
 
     /// Waits until at least `n` records contain `needle`: the router flushes in batches, so
     /// records arrive late. Bounded by `timeout`; the error says how many did arrive.
-    pub async fn wait_for(
+    pub async fn wait_for(&self, needle: &str, n: usize, timeout: Duration) -> anyhow::Result<Vec<Value>> {
+        self.wait_for_where(needle, |_| true, n, timeout).await
+    }
+
+    /// Like [`Self::wait_for`], counting only the records `keep` accepts (a fallback logs a
+    /// failure before the success: waiting for "any record" would return too early).
+    pub async fn wait_for_where(
         &self,
         needle: &str,
+        keep: impl Fn(&Value) -> bool,
         n: usize,
         timeout: Duration,
     ) -> anyhow::Result<Vec<Value>> {
         let start = Instant::now();
         loop {
-            let got = self.records(Some(needle)).await?;
+            let got: Vec<Value> = self
+                .records(Some(needle))
+                .await?
+                .into_iter()
+                .filter(|r| keep(r))
+                .collect();
             if got.len() >= n {
                 return Ok(got);
             }
@@ -177,6 +199,11 @@ impl SinkClient {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The record's `status` is `success`.
+pub fn is_success(r: &Value) -> bool {
+    r.get("status").and_then(Value::as_str) == Some("success")
 }
 
 #[cfg(test)]
@@ -203,15 +230,9 @@ mod tests {
         assert_eq!(bad.status(), 400);
         let c = SinkClient::new(&sink.url());
         assert_eq!(c.records(None).await.unwrap().len(), 2);
-        let got = c
-            .wait_for("gt-aaa", 1, Duration::from_secs(1))
-            .await
-            .unwrap();
+        let got = c.wait_for("gt-aaa", 1, Duration::from_secs(1)).await.unwrap();
         assert_eq!(got[0]["response_cost"], 1.5);
-        let err = c
-            .wait_for("gt-zzz", 1, Duration::from_millis(200))
-            .await
-            .unwrap_err();
+        let err = c.wait_for("gt-zzz", 1, Duration::from_millis(200)).await.unwrap_err();
         assert!(err.to_string().contains("0 of 1"), "{err}");
         sink.shutdown().await;
     }

@@ -97,8 +97,5 @@ pub fn install() {
         .with_writer(std::io::stderr)
         .with_filter(filter);
     let capture = CaptureLayer.with_filter(tracing_subscriber::filter::LevelFilter::INFO);
-    let _ = tracing_subscriber::registry()
-        .with(capture)
-        .with(stderr)
-        .try_init();
+    let _ = tracing_subscriber::registry().with(capture).with(stderr).try_init();
 }

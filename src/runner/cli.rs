@@ -84,11 +84,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() {
-                crate::error::exit::USAGE
-            } else {
-                0
-            };
+            let code = if e.use_stderr() { crate::error::exit::USAGE } else { 0 };
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -106,17 +102,12 @@ pub fn main(args: Vec<String>) -> ExitCode {
             .map(|bin| println!("{}", bin.display()))
             .map_err(Into::into),
         Command::Sim(a) => block_on(crate::sim::serve_cli(a)),
-        Command::Bench {
-            what: Bench::Sim(a),
-        } => block_on(crate::sim::bench_cli(a)),
+        Command::Bench { what: Bench::Sim(a) } => block_on(crate::sim::bench_cli(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!(
-                "gauntlet: error: {}",
-                crate::redact::redact(&format!("{e:#}"))
-            );
+            eprintln!("gauntlet: error: {}", crate::redact::redact(&format!("{e:#}")));
             crate::error::exit_code_of(&e)
         }
     }
@@ -127,16 +118,11 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow
 }
 
 fn mirror(config: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(config).map_err(|e| {
-        crate::error::RunError::usage(format!("cannot read {}: {e}", config.display()))
-    })?;
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| crate::error::RunError::usage(format!("cannot read {}: {e}", config.display())))?;
     let m = crate::stack::mirror::mirror(&config.display().to_string(), &text)?;
     crate::stack::mirror::write(&m, out)?;
-    println!(
-        "gauntlet: mirrored {} into {}",
-        config.display(),
-        out.display()
-    );
+    println!("gauntlet: mirrored {} into {}", config.display(), out.display());
     if !m.unpriced.is_empty() {
         println!(
             "  no price for {}: fill them in {}",

@@ -52,8 +52,7 @@ impl Ctx {
     /// Serializes cases that change state shared across tags (a deployment's cooldown):
     /// holders of the same key never run at the same time.
     pub async fn exclusive(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        static LOCKS: std::sync::Mutex<Vec<(String, Arc<tokio::sync::Mutex<()>>)>> =
-            std::sync::Mutex::new(Vec::new());
+        static LOCKS: std::sync::Mutex<Vec<(String, Arc<tokio::sync::Mutex<()>>)>> = std::sync::Mutex::new(Vec::new());
         let lock = {
             let mut all = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
             match all.iter().find(|(k, _)| k == key) {
@@ -84,24 +83,27 @@ impl Ctx {
     }
 
     pub fn sim(&self) -> anyhow::Result<AdminClient> {
-        let url = self.endpoints.url("sim").ok_or_else(|| {
-            anyhow::anyhow!("this case needs the provider simulator, and the target has none")
-        })?;
+        let url = self
+            .endpoints
+            .url("sim")
+            .ok_or_else(|| anyhow::anyhow!("this case needs the provider simulator, and the target has none"))?;
         Ok(AdminClient::new(url))
     }
 
     pub fn sink(&self) -> anyhow::Result<SinkClient> {
-        let url = self.endpoints.url("sink").ok_or_else(|| {
-            anyhow::anyhow!("this case needs the ledger sink, and the target has none")
-        })?;
+        let url = self
+            .endpoints
+            .url("sink")
+            .ok_or_else(|| anyhow::anyhow!("this case needs the ledger sink, and the target has none"))?;
         Ok(SinkClient::new(url))
     }
 
     /// A client for another router service of the stack (e.g. `router_b`).
     pub fn router_named(&self, service: &str) -> anyhow::Result<RouterClient> {
-        let url = self.endpoints.url(service).ok_or_else(|| {
-            anyhow::anyhow!("this case needs service '{service}', and the target has none")
-        })?;
+        let url = self
+            .endpoints
+            .url(service)
+            .ok_or_else(|| anyhow::anyhow!("this case needs service '{service}', and the target has none"))?;
         Ok(RouterClient::new(url, self.endpoints.master_key.clone()))
     }
 

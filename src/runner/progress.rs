@@ -12,10 +12,7 @@ pub fn spinner(msg: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new_spinner();
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed:>4} {prefix} {wide_msg}")
-            .expect("template"),
-    );
+    pb.set_style(ProgressStyle::with_template("{spinner} {elapsed:>4} {prefix} {wide_msg}").expect("template"));
     pb.set_prefix(msg.to_owned());
     pb.enable_steady_tick(Duration::from_millis(120));
     pb

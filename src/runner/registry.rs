@@ -63,12 +63,9 @@ pub struct Plan {
 impl Plan {
     /// The tenants the ledger suite bills (from the price table's `tenants`).
     pub fn tenants(&self) -> Vec<String> {
-        crate::ledger::prices::PriceTable::parse(
-            &self.manifest.prices.name,
-            &self.manifest.prices.text,
-        )
-        .map(|t| t.tenants)
-        .unwrap_or_default()
+        crate::ledger::prices::PriceTable::parse(&self.manifest.prices.name, &self.manifest.prices.text)
+            .map(|t| t.tenants)
+            .unwrap_or_default()
     }
 
     pub fn offers(&self, service: &str) -> bool {

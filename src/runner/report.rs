@@ -44,24 +44,19 @@ static OBSERVATIONS: Mutex<Vec<(String, Observation)>> = Mutex::new(Vec::new());
 
 /// Records a measurement of `case`.
 pub fn observe(case: &str, name: &str, value: f64) {
-    OBSERVATIONS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((
-            case.to_owned(),
-            Observation {
-                name: name.to_owned(),
-                value,
-            },
-        ));
+    OBSERVATIONS.lock().unwrap_or_else(|e| e.into_inner()).push((
+        case.to_owned(),
+        Observation {
+            name: name.to_owned(),
+            value,
+        },
+    ));
 }
 
 /// Takes the measurements recorded for `case`.
 pub fn take_observations(case: &str) -> Vec<Observation> {
     let mut all = OBSERVATIONS.lock().unwrap_or_else(|e| e.into_inner());
-    let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut *all)
-        .into_iter()
-        .partition(|(c, _)| c == case);
+    let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut *all).into_iter().partition(|(c, _)| c == case);
     *all = rest;
     mine.into_iter().map(|(_, o)| o).collect()
 }
@@ -126,10 +121,7 @@ impl Summary {
 pub fn write_files(dir: &Path, s: &Summary) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let json_path = dir.join("summary.json");
-    std::fs::write(
-        &json_path,
-        crate::redact::redact(&serde_json::to_string_pretty(s)?),
-    )?;
+    std::fs::write(&json_path, crate::redact::redact(&serde_json::to_string_pretty(s)?))?;
     let junit_path = dir.join("junit.xml");
     std::fs::write(&junit_path, crate::redact::redact(&junit(s)?))?;
     Ok(vec![json_path, junit_path])
@@ -186,6 +178,16 @@ pub fn junit(s: &Summary) -> anyhow::Result<String> {
     Ok(report.to_string()?)
 }
 
+/// A measurement, readable whether it is 1200 ms or 0.00004 USD.
+fn number(v: f64) -> String {
+    match v.abs() {
+        0.0 => "0".into(),
+        a if a >= 100.0 => format!("{v:.0}"),
+        a if a >= 0.1 => format!("{v:.2}"),
+        _ => format!("{v:.3e}"),
+    }
+}
+
 /// The terminal summary: failures first with their first lines, then the slowest cases,
 /// totals and wall time, and where the artifacts are.
 pub fn print_terminal(s: &Summary, artifacts: &Path, color: bool) {
@@ -198,22 +200,11 @@ pub fn print_terminal(s: &Summary, artifacts: &Path, color: bool) {
     };
     let mut out = String::new();
     out.push_str("\n── gauntlet summary ──\n");
-    let failed: Vec<&CaseRecord> = s
-        .cases
-        .iter()
-        .filter(|c| c.status == Status::Failed)
-        .collect();
+    let failed: Vec<&CaseRecord> = s.cases.iter().filter(|c| c.status == Status::Failed).collect();
     if !failed.is_empty() {
-        out.push_str(&format!(
-            "{}\n",
-            paint("1;31", &format!("{} failed:", failed.len()))
-        ));
+        out.push_str(&format!("{}\n", paint("1;31", &format!("{} failed:", failed.len()))));
         for c in &failed {
-            out.push_str(&format!(
-                "  {} ({:.2}s)\n",
-                paint("31", &c.name),
-                c.duration_s
-            ));
+            out.push_str(&format!("  {} ({:.2}s)\n", paint("31", &c.name), c.duration_s));
             let msg = c.message.as_deref().unwrap_or("");
             for l in msg.lines().take(4) {
                 out.push_str(&format!("      {l}\n"));
@@ -228,18 +219,10 @@ pub fn print_terminal(s: &Summary, artifacts: &Path, color: bool) {
     if !ignored.is_empty() {
         out.push_str(&format!("{} ignored:\n", ignored.len()));
         for c in ignored.iter().take(10) {
-            out.push_str(&format!(
-                "  {}: {}\n",
-                c.name,
-                c.message.as_deref().unwrap_or("")
-            ));
+            out.push_str(&format!("  {}: {}\n", c.name, c.message.as_deref().unwrap_or("")));
         }
     }
-    let mut ran: Vec<&CaseRecord> = s
-        .cases
-        .iter()
-        .filter(|c| c.status != Status::Ignored)
-        .collect();
+    let mut ran: Vec<&CaseRecord> = s.cases.iter().filter(|c| c.status != Status::Ignored).collect();
     ran.sort_by(|a, b| b.duration_s.total_cmp(&a.duration_s));
     if !ran.is_empty() {
         out.push_str("slowest:\n");
@@ -247,18 +230,14 @@ pub fn print_terminal(s: &Summary, artifacts: &Path, color: bool) {
             out.push_str(&format!("  {:>7.2}s  {}\n", c.duration_s, c.name));
         }
     }
-    let observed: Vec<&CaseRecord> = s
-        .cases
-        .iter()
-        .filter(|c| !c.observations.is_empty())
-        .collect();
+    let observed: Vec<&CaseRecord> = s.cases.iter().filter(|c| !c.observations.is_empty()).collect();
     if !observed.is_empty() {
         out.push_str("observations:\n");
         for c in observed {
             let obs: Vec<String> = c
                 .observations
                 .iter()
-                .map(|o| format!("{} {:.1}", o.name, o.value))
+                .map(|o| format!("{} {}", o.name, number(o.value)))
                 .collect();
             out.push_str(&format!("  {}: {}\n", c.name, obs.join(", ")));
         }
@@ -286,10 +265,7 @@ pub fn print_terminal(s: &Summary, artifacts: &Path, color: bool) {
     ));
     out.push_str(&format!("artifacts: {}\n", artifacts.display()));
     if !s.logs.is_empty() {
-        out.push_str(&format!(
-            "service logs: {}\n",
-            artifacts.join("logs").display()
-        ));
+        out.push_str(&format!("service logs: {}\n", artifacts.join("logs").display()));
     }
     eprint!("{}", crate::redact::redact(&out));
 }
@@ -344,9 +320,7 @@ mod tests {
         crate::redact::register(key);
         let mut s = summary();
         s.cases[1].message = Some(format!("router said: invalid key {key}"));
-        s.cases[0]
-            .output
-            .push(format!("Authorization: Bearer {key}"));
+        s.cases[0].output.push(format!("Authorization: Bearer {key}"));
         let dir = std::env::temp_dir().join(format!("gauntlet-report-{}", std::process::id()));
         let files = write_files(&dir, &s).unwrap();
         assert_eq!(files.len(), 2);

@@ -44,9 +44,7 @@ impl Target {
 
 /// Reads `GAUNTLET_STACK` and `ROUTER_URL`.
 pub fn target_from_env() -> Result<(Target, Option<String>), RunError> {
-    let router_url = std::env::var("ROUTER_URL")
-        .ok()
-        .filter(|s| !s.trim().is_empty());
+    let router_url = std::env::var("ROUTER_URL").ok().filter(|s| !s.trim().is_empty());
     if let Some(u) = &router_url {
         validate_url("ROUTER_URL", u)?;
     }
@@ -84,9 +82,7 @@ pub fn artifacts_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target/gauntlet"));
     // nextest runs each case in its own process: give each its own folder.
     match std::env::var("NEXTEST_RUN_ID") {
-        Ok(id) if !id.is_empty() => base
-            .join(format!("nextest-{id}"))
-            .join(std::process::id().to_string()),
+        Ok(id) if !id.is_empty() => base.join(format!("nextest-{id}")).join(std::process::id().to_string()),
         _ => base,
     }
 }
@@ -96,12 +92,8 @@ pub fn load_config() -> Result<(Manifest, RouterConfig, PriceTable), RunError> {
     let mut manifest = Manifest::from_env()?;
     if let Some(p) = std::env::var_os("GAUNTLET_ROUTER_CONFIG").filter(|s| !s.is_empty()) {
         let p = PathBuf::from(p);
-        let text = std::fs::read_to_string(&p).map_err(|e| {
-            RunError::usage(format!(
-                "GAUNTLET_ROUTER_CONFIG={}: cannot read: {e}",
-                p.display()
-            ))
-        })?;
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| RunError::usage(format!("GAUNTLET_ROUTER_CONFIG={}: cannot read: {e}", p.display())))?;
         manifest.router_config = crate::stack::manifest::Source {
             name: p.display().to_string(),
             text,
@@ -126,11 +118,7 @@ pub fn main(argv: Vec<String>) -> ExitCode {
     let args = match Arguments::try_parse_from(&argv) {
         Ok(a) => a,
         Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -138,16 +126,20 @@ pub fn main(argv: Vec<String>) -> ExitCode {
     match run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!(
-                "gauntlet: error: {}",
-                crate::redact::redact(&format!("{e:#}"))
-            );
+            eprintln!("gauntlet: error: {}", crate::redact::redact(&format!("{e:#}")));
             crate::error::exit_code_of(&e)
         }
     }
 }
 
-fn run(args: Arguments) -> anyhow::Result<ExitCode> {
+/// Cases spend their time waiting on the stack, not computing: without `--test-threads`,
+/// run this many at once (libtest's default, one per core, would serialize a 2-core CI box).
+const DEFAULT_TEST_THREADS: usize = 16;
+
+fn run(mut args: Arguments) -> anyhow::Result<ExitCode> {
+    if args.test_threads.is_none() {
+        args.test_threads = Some(DEFAULT_TEST_THREADS);
+    }
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339();
     let (manifest, config, prices) = load_config()?;
@@ -301,10 +293,7 @@ fn run(args: Arguments) -> anyhow::Result<ExitCode> {
         logs,
     };
     if let Err(e) = report::write_files(&artifacts, &summary) {
-        eprintln!(
-            "gauntlet: could not write reports to {}: {e}",
-            artifacts.display()
-        );
+        eprintln!("gauntlet: could not write reports to {}: {e}", artifacts.display());
     }
     report::print_terminal(&summary, &artifacts, std::io::stderr().is_terminal());
     match crate::ledger::book::write(&artifacts, &prices_currency) {
@@ -372,15 +361,10 @@ async fn check_router(url: &str, target: &Target) -> Option<String> {
     match stack::health::wait_until(timeout, check, || None).await {
         Ok(_) => {
             let v = last.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
-            v.get("litellm_version")
-                .and_then(|s| s.as_str())
-                .map(str::to_owned)
+            v.get("litellm_version").and_then(|s| s.as_str()).map(str::to_owned)
         }
         Err(why) => {
-            tracing::warn!(
-                "router {probe_url} ({}) is not ready: {why}",
-                target.describe()
-            );
+            tracing::warn!("router {probe_url} ({}) is not ready: {why}", target.describe());
             eprintln!("gauntlet: warning: router readiness {probe_url}: {why}");
             None
         }
@@ -420,7 +404,7 @@ fn trial(case: &Case, shared: &Arc<OnceLock<Shared>>, recorder: &Arc<Recorder>) 
                 let span = capture::case_span(&name, &buf);
                 let fut = (run)(ctx);
                 let guarded = tracing::Instrument::instrument(fut, span);
-                match s.rt.block_on(tokio::spawn(guarded)) {
+                match s.rt.block_on(s.rt.spawn(guarded)) {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(crate::redact::redact(&format!("{e:#}"))),
                     Err(join) => Err(format!("case panicked: {join}")),
@@ -431,11 +415,7 @@ fn trial(case: &Case, shared: &Arc<OnceLock<Shared>>, recorder: &Arc<Recorder>) 
         recorder.push(CaseRecord {
             name: name.clone(),
             suite: suite.clone(),
-            status: if result.is_ok() {
-                Status::Passed
-            } else {
-                Status::Failed
-            },
+            status: if result.is_ok() { Status::Passed } else { Status::Failed },
             duration_s: t0.elapsed().as_secs_f64(),
             message: message.clone(),
             output: buf.lines(),

@@ -43,11 +43,7 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
     };
     for s in &services {
         if !manifest.services.contains_key(s) {
-            return Err(RunError::usage(format!(
-                "--services: no service named '{s}' in {}",
-                manifest.origin
-            ))
-            .into());
+            return Err(RunError::usage(format!("--services: no service named '{s}' in {}", manifest.origin)).into());
         }
     }
     let rt = tokio::runtime::Runtime::new()?;
@@ -64,10 +60,7 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
         let mut s = started?;
         state::write(&state_path, &s.endpoints)?;
         let router = s.endpoints.router_url().unwrap_or_default().to_owned();
-        println!(
-            "gauntlet: stack up; router {router}; state {}",
-            state_path.display()
-        );
+        println!("gauntlet: stack up; router {router}; state {}", state_path.display());
         println!("export GAUNTLET_STACK={}", state_path.display());
         let reason = wait_for_stop(&state_path, a.idle_timeout).await;
         eprintln!("gauntlet: {reason}: stopping the stack");
@@ -80,10 +73,7 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
 /// Returns why the foreground stack should stop: a signal, or idle for too long.
 async fn wait_for_stop(state_path: &Path, idle_timeout: u64) -> String {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
         return "cannot listen for signals".into();
     };
     let idle = async {
@@ -146,11 +136,7 @@ fn detach(a: &UpArgs, state_path: &Path) -> anyhow::Result<()> {
                 // A nextest setup script: hand the stack to every test process.
                 use std::io::Write;
                 let mut f = std::fs::OpenOptions::new().append(true).open(env_file)?;
-                writeln!(
-                    f,
-                    "GAUNTLET_STACK={}",
-                    std::fs::canonicalize(state_path)?.display()
-                )?;
+                writeln!(f, "GAUNTLET_STACK={}", std::fs::canonicalize(state_path)?.display())?;
             }
             return Ok(());
         }
@@ -182,19 +168,12 @@ pub fn down(state: Option<PathBuf>) -> anyhow::Result<()> {
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(_) => {
-            println!(
-                "gauntlet: no stack state at {}; nothing to stop",
-                path.display()
-            );
+            println!("gauntlet: no stack state at {}; nothing to stop", path.display());
             return Ok(());
         }
     };
-    let ep: stack::Endpoints = serde_json::from_str(&text).map_err(|e| {
-        RunError::usage(format!(
-            "{}: not a gauntlet stack state file: {e}",
-            path.display()
-        ))
-    })?;
+    let ep: stack::Endpoints = serde_json::from_str(&text)
+        .map_err(|e| RunError::usage(format!("{}: not a gauntlet stack state file: {e}", path.display())))?;
     let pid = ep.supervisor_pid as i32;
     if state::alive(ep.supervisor_pid) {
         // SAFETY: plain signal to the supervisor we started.

@@ -7,12 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::manifest::Health;
 
 /// One readiness probe against `host:port`. `Ok(())` means ready; `Err` says why not.
-pub async fn probe(
-    health: &Health,
-    host: &str,
-    port: u16,
-    http: &reqwest::Client,
-) -> Result<(), String> {
+pub async fn probe(health: &Health, host: &str, port: u16, http: &reqwest::Client) -> Result<(), String> {
     if health.redis {
         return redis_ping(host, port).await;
     }
@@ -35,14 +30,9 @@ async fn redis_ping(host: &str, port: u16) -> Result<(), String> {
     };
     match tokio::time::timeout(Duration::from_secs(2), io).await {
         Ok(Ok(reply)) if reply.starts_with("+PONG") => Ok(()),
-        Ok(Ok(reply)) => Err(format!(
-            "redis at {host}:{port} answered {:?} to PING",
-            reply.trim()
-        )),
+        Ok(Ok(reply)) => Err(format!("redis at {host}:{port} answered {:?} to PING", reply.trim())),
         Ok(Err(e)) => Err(format!("redis at {host}:{port}: {e}")),
-        Err(_) => Err(format!(
-            "redis at {host}:{port}: no answer to PING within 2s"
-        )),
+        Err(_) => Err(format!("redis at {host}:{port}: no answer to PING within 2s")),
     }
 }
 
@@ -102,10 +92,7 @@ mod tests {
     #[test]
     fn health_timeout_parsing() {
         assert_eq!(parse_timeout(None).unwrap(), Duration::from_secs(60));
-        assert_eq!(
-            parse_timeout(Some("2.5")).unwrap(),
-            Duration::from_millis(2500)
-        );
+        assert_eq!(parse_timeout(Some("2.5")).unwrap(), Duration::from_millis(2500));
         for bad in ["abc", "-1", "0", "nan", "1e9"] {
             let e = parse_timeout(Some(bad)).unwrap_err().to_string();
             assert!(e.contains("HEALTH_TIMEOUT"), "{e}");
@@ -115,12 +102,7 @@ mod tests {
     #[tokio::test]
     async fn wait_is_bounded_and_reports_the_last_error() {
         let t = Instant::now();
-        let r = wait_until(
-            Duration::from_millis(200),
-            || async { Err("nope".to_owned()) },
-            || None,
-        )
-        .await;
+        let r = wait_until(Duration::from_millis(200), || async { Err("nope".to_owned()) }, || None).await;
         assert!(r.unwrap_err().contains("last: nope"));
         assert!(t.elapsed() < Duration::from_secs(2));
         let r = wait_until(

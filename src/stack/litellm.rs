@@ -67,12 +67,8 @@ pub fn resolve() -> Result<PathBuf, RunError> {
     if dir.join(".complete").is_file() && bin.is_file() {
         return Ok(bin);
     }
-    std::fs::create_dir_all(cache_root()).map_err(|e| {
-        RunError::stack(format!(
-            "cannot create cache folder {}: {e}",
-            cache_root().display()
-        ))
-    })?;
+    std::fs::create_dir_all(cache_root())
+        .map_err(|e| RunError::stack(format!("cannot create cache folder {}: {e}", cache_root().display())))?;
     // Parallel runners (nextest starts one process per case) must not install twice into
     // the same folder: one installs, the others wait for its lock.
     let lock_path = cache_root().join(format!("litellm-{}.lock", lock_digest()));
@@ -117,22 +113,16 @@ fn python() -> Result<String, RunError> {
             ))
         })?;
     let v = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let minor = v
-        .strip_prefix("3.")
-        .and_then(|m| m.parse::<u32>().ok())
-        .unwrap_or(0);
+    let minor = v.strip_prefix("3.").and_then(|m| m.parse::<u32>().ok()).unwrap_or(0);
     if minor < 9 {
-        return Err(RunError::stack(format!(
-            "LiteLLM needs Python 3.9+, '{py}' is {v:?}"
-        )));
+        return Err(RunError::stack(format!("LiteLLM needs Python 3.9+, '{py}' is {v:?}")));
     }
     Ok(py)
 }
 
 fn install(dir: &Path) -> Result<(), RunError> {
     let py = python()?;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| RunError::stack(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| RunError::stack(format!("cannot create {}: {e}", dir.display())))?;
     let lock_file = dir.join("requirements.lock");
     std::fs::write(&lock_file, LOCK)
         .map_err(|e| RunError::stack(format!("cannot write {}: {e}", lock_file.display())))?;
@@ -184,10 +174,7 @@ fn install(dir: &Path) -> Result<(), RunError> {
     let mut tail: Vec<String> = Vec::new();
     let mut count = 0usize;
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if line.starts_with("Collecting")
-            || line.starts_with("Downloading")
-            || line.contains("Using cached")
-        {
+        if line.starts_with("Collecting") || line.starts_with("Downloading") || line.contains("Using cached") {
             count += 1;
             progress.set_message(format!("{count} packages fetched, {}", line.trim()));
         }
@@ -200,9 +187,7 @@ fn install(dir: &Path) -> Result<(), RunError> {
             break;
         }
     }
-    let status = child
-        .wait()
-        .map_err(|e| RunError::stack(format!("pip: {e}")))?;
+    let status = child.wait().map_err(|e| RunError::stack(format!("pip: {e}")))?;
     let errs = err_reader.join().unwrap_or_default();
     progress.finish_and_clear();
     if !status.success() {
@@ -245,10 +230,7 @@ mod tests {
         for bad in ["1.82.7", "1.82.8"] {
             assert_ne!(v, bad, "compromised LiteLLM release pinned");
         }
-        assert!(
-            !v.starts_with("1.107."),
-            "the 1.107 line is reported compromised"
-        );
+        assert!(!v.starts_with("1.107."), "the 1.107 line is reported compromised");
         let pins = LOCK
             .lines()
             .filter(|l| l.contains("==") && !l.trim_start().starts_with('#'))

@@ -77,25 +77,20 @@ const DEFAULT_PRICES: &str = include_str!("../../stack/prices.toml");
 impl Manifest {
     /// The default stack compiled into the binary.
     pub fn builtin() -> Result<Self, RunError> {
-        Self::parse(
-            "stack/gauntlet.toml (built in)",
-            DEFAULT_MANIFEST,
-            |name| match name {
-                "router.yaml" => Ok(DEFAULT_ROUTER.to_owned()),
-                "prices.toml" => Ok(DEFAULT_PRICES.to_owned()),
-                other => Err(RunError::usage(format!(
-                    "stack/gauntlet.toml (built in): names {other}, which is not built in; \
+        Self::parse("stack/gauntlet.toml (built in)", DEFAULT_MANIFEST, |name| match name {
+            "router.yaml" => Ok(DEFAULT_ROUTER.to_owned()),
+            "prices.toml" => Ok(DEFAULT_PRICES.to_owned()),
+            other => Err(RunError::usage(format!(
+                "stack/gauntlet.toml (built in): names {other}, which is not built in; \
                      point GAUNTLET_MANIFEST at a manifest on disk to use other files"
-                ))),
-            },
-        )
+            ))),
+        })
     }
 
     /// A manifest on disk; the files it names are read relative to it.
     pub fn from_path(path: &Path) -> Result<Self, RunError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            RunError::usage(format!("cannot read manifest {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| RunError::usage(format!("cannot read manifest {}: {e}", path.display())))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let origin = path.display().to_string();
         Self::parse(&origin, &text, |name| {
@@ -113,19 +108,15 @@ impl Manifest {
         }
     }
 
-    fn parse(
-        origin: &str,
-        text: &str,
-        read: impl Fn(&str) -> Result<String, RunError>,
-    ) -> Result<Self, RunError> {
+    fn parse(origin: &str, text: &str, read: impl Fn(&str) -> Result<String, RunError>) -> Result<Self, RunError> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct File {
             stack: StackSection,
             services: BTreeMap<String, ServiceSpec>,
         }
-        let file: File = toml::from_str(text)
-            .map_err(|e| RunError::usage(format!("{origin}: invalid manifest: {e}")))?;
+        let file: File =
+            toml::from_str(text).map_err(|e| RunError::usage(format!("{origin}: invalid manifest: {e}")))?;
         let router_config = Source {
             name: file.stack.router_config.clone(),
             text: read(&file.stack.router_config)?,
@@ -164,20 +155,15 @@ impl Manifest {
                 _ => {}
             }
             if s.health.http.is_none() && !s.health.redis {
-                return bad(format!(
-                    "service '{name}' has no health check (http or redis)"
-                ));
+                return bad(format!("service '{name}' has no health check (http or redis)"));
             }
             for d in &s.depends_on {
                 if !self.services.contains_key(d) {
-                    return bad(format!(
-                        "service '{name}' depends on '{d}', which is not defined"
-                    ));
+                    return bad(format!("service '{name}' depends on '{d}', which is not defined"));
                 }
             }
         }
-        super::order::levels(&self.services)
-            .map_err(|e| RunError::usage(format!("{}: {e}", self.origin)))?;
+        super::order::levels(&self.services).map_err(|e| RunError::usage(format!("{}: {e}", self.origin)))?;
         Ok(())
     }
 
@@ -216,15 +202,8 @@ mod tests {
     fn builtin_manifest_parses() {
         let m = Manifest::builtin().unwrap();
         assert_eq!(m.stack.router, "router");
-        assert!(
-            m.services["router"]
-                .depends_on
-                .contains(&"redis".to_owned())
-        );
-        assert_eq!(
-            m.closure(&["router".into()]),
-            ["redis", "router", "sim", "sink"]
-        );
+        assert!(m.services["router"].depends_on.contains(&"redis".to_owned()));
+        assert_eq!(m.closure(&["router".into()]), ["redis", "router", "sim", "sink"]);
         assert!(!m.default_services().contains(&"router_b".to_owned()));
     }
 
@@ -249,15 +228,11 @@ mod tests {
                 "no health check",
             ),
             (
-                format!(
-                    "{head}[services.a]\ncommand=[\"x\"]\ndepends_on=[\"z\"]\nhealth={{redis=true}}"
-                ),
+                format!("{head}[services.a]\ncommand=[\"x\"]\ndepends_on=[\"z\"]\nhealth={{redis=true}}"),
                 "depends on 'z'",
             ),
             (
-                format!(
-                    "{head}[services.a]\ncommand=[\"x\"]\ndepends_on=[\"a\"]\nhealth={{redis=true}}"
-                ),
+                format!("{head}[services.a]\ncommand=[\"x\"]\ndepends_on=[\"a\"]\nhealth={{redis=true}}"),
                 "cycle",
             ),
             (

@@ -45,8 +45,7 @@ pub struct Mirrored {
 
 pub fn mirror(origin: &str, text: &str) -> Result<Mirrored, RunError> {
     let bad = |m: String| RunError::usage(format!("{origin}: {m}"));
-    let mut root: Value =
-        serde_yaml::from_str(text).map_err(|e| bad(format!("invalid YAML: {e}")))?;
+    let mut root: Value = serde_yaml::from_str(text).map_err(|e| bad(format!("invalid YAML: {e}")))?;
     let list = root
         .get_mut("model_list")
         .and_then(Value::as_sequence_mut)
@@ -76,13 +75,7 @@ pub fn mirror(origin: &str, text: &str) -> Result<Mirrored, RunError> {
             None => {
                 let base: String = group
                     .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '-' {
-                            c
-                        } else {
-                            '-'
-                        }
-                    })
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
                     .collect();
                 let id = if used_ids.contains(&base) {
                     format!("{base}-{i}")
@@ -100,7 +93,9 @@ pub fn mirror(origin: &str, text: &str) -> Result<Mirrored, RunError> {
         let cost = |k: &str| info.get(k).and_then(Value::as_f64);
         match (cost("input_cost_per_token"), cost("output_cost_per_token")) {
             (Some(inp), Some(out)) => {
-                prices.push_str(&format!("\n[deployments.\"{id}\"]\ninput_per_token = {inp:e}\noutput_per_token = {out:e}\n"));
+                prices.push_str(&format!(
+                    "\n[deployments.\"{id}\"]\ninput_per_token = {inp:e}\noutput_per_token = {out:e}\n"
+                ));
             }
             _ => {
                 unpriced.push(id.clone());
@@ -140,19 +135,11 @@ pub fn mirror(origin: &str, text: &str) -> Result<Mirrored, RunError> {
     };
     let mut general = section(top, "general_settings")?;
     general.insert("master_key".into(), "${master_key}".into());
-    for k in [
-        "database_url",
-        "store_model_in_db",
-        "alerting",
-        "alerting_threshold",
-    ] {
+    for k in ["database_url", "store_model_in_db", "alerting", "alerting_threshold"] {
         general.remove(k);
     }
     let mut lset = section(top, "litellm_settings")?;
-    lset.insert(
-        "callbacks".into(),
-        Value::Sequence(vec!["generic_api".into()]),
-    );
+    lset.insert("callbacks".into(), Value::Sequence(vec!["generic_api".into()]));
     for k in ["success_callback", "failure_callback", "service_callback"] {
         lset.remove(k);
     }
@@ -176,9 +163,8 @@ pub fn mirror(origin: &str, text: &str) -> Result<Mirrored, RunError> {
     let body = serde_yaml::to_string(&root).map_err(|e| bad(format!("cannot write YAML: {e}")))?;
     // LiteLLM wants ports as integers: unquote the port placeholders serde_yaml quoted.
     let body = body.replace("'${redis.port}'", "${redis.port}");
-    let router_yaml = format!(
-        "# Mirrored from {origin} by `gauntlet mirror`: every deployment points at the simulator.\n{body}"
-    );
+    let router_yaml =
+        format!("# Mirrored from {origin} by `gauntlet mirror`: every deployment points at the simulator.\n{body}");
     let manifest_toml = include_str!("../../stack/gauntlet.toml").to_owned();
     // Whatever the default names its config and prices, the mirror writes these names.
     super::router_config::RouterConfig::parse("mirrored router.yaml", &router_yaml)?;
@@ -192,16 +178,14 @@ pub fn mirror(origin: &str, text: &str) -> Result<Mirrored, RunError> {
 
 /// Writes the mirrored stack into `dir`: gauntlet.toml, router.yaml, prices.toml.
 pub fn write(m: &Mirrored, dir: &Path) -> Result<(), RunError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| RunError::usage(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| RunError::usage(format!("cannot create {}: {e}", dir.display())))?;
     for (name, text) in [
         ("gauntlet.toml", &m.manifest_toml),
         ("router.yaml", &m.router_yaml),
         ("prices.toml", &m.prices_toml),
     ] {
         let p = dir.join(name);
-        std::fs::write(&p, text)
-            .map_err(|e| RunError::usage(format!("cannot write {}: {e}", p.display())))?;
+        std::fs::write(&p, text).map_err(|e| RunError::usage(format!("cannot write {}: {e}", p.display())))?;
     }
     Ok(())
 }
@@ -239,25 +223,15 @@ general_settings: {master_key: sk-prod-master, database_url: "postgres://x"}
             "postgres",
             "api_version",
         ] {
-            assert!(
-                !m.router_yaml.contains(gone),
-                "{gone} survived:\n{}",
-                m.router_yaml
-            );
+            assert!(!m.router_yaml.contains(gone), "{gone} survived:\n{}", m.router_yaml);
         }
         let c = crate::stack::router_config::RouterConfig::parse("m", &m.router_yaml).unwrap();
         assert_eq!(c.num_retries, 2);
         assert_eq!(c.chains[0].groups, ["gpt-4o", "claude"]);
         assert_eq!(c.deployments_of("gpt-4o").len(), 2);
-        assert!(
-            c.deployments
-                .iter()
-                .all(|d| d.sim.as_deref() == Some(d.id.as_str()))
-        );
+        assert!(c.deployments.iter().all(|d| d.sim.as_deref() == Some(d.id.as_str())));
         assert_eq!(c.deployments_of("gpt-4o")[0].timeout_s, Some(20.0));
-        assert!(
-            m.router_yaml.contains("port: ${redis.port}") || !m.router_yaml.contains("redis.port")
-        );
+        assert!(m.router_yaml.contains("port: ${redis.port}") || !m.router_yaml.contains("redis.port"));
         let p = crate::ledger::prices::PriceTable::parse("p", &m.prices_toml).unwrap();
         assert_eq!(p.price("claude-main").unwrap().output_per_token, 0.000015);
         assert_eq!(m.unpriced, vec!["gpt-4o-1".to_owned()]);

@@ -113,19 +113,11 @@ impl Stack {
         let mut vars: Vars = BTreeMap::new();
         vars.insert("master_key".into(), master_key);
         vars.insert("provider_key".into(), provider_key);
-        let specs = wanted
-            .iter()
-            .map(|n| (n.as_str(), m.services[n].depends_on.as_slice()));
+        let specs = wanted.iter().map(|n| (n.as_str(), m.services[n].depends_on.as_slice()));
         let levels = order::levels_of(specs).map_err(RunError::usage)?;
         for level in levels {
             if let Err(e) = stack
-                .start_level(
-                    m,
-                    opts.router_config,
-                    &level,
-                    &mut vars,
-                    opts.health_timeout,
-                )
+                .start_level(m, opts.router_config, &level, &mut vars, opts.health_timeout)
                 .await
             {
                 stack.stop().await;
@@ -203,10 +195,10 @@ impl Stack {
                 return Err(RunError::stack(missing_program(name, &argv[0])).into());
             }
             let log = self.private.join(format!("{name}.log"));
-            let proc = process::spawn(name, &argv, &env, &log).map_err(|e| {
-                RunError::stack(format!("service '{name}': cannot start {}: {e}", argv[0]))
-            })?;
-            let url = format!("http://127.0.0.1:{port}");
+            let proc = process::spawn(name, &argv, &env, &log)
+                .map_err(|e| RunError::stack(format!("service '{name}': cannot start {}: {e}", argv[0])))?;
+            let scheme = if spec.health.redis { "redis" } else { "http" };
+            let url = format!("{scheme}://127.0.0.1:{port}");
             self.endpoints.logs.insert(name.clone(), log);
             self.add_endpoint(name, &url, Some(proc.child.id()), vars);
             self.procs.push(proc);
@@ -332,10 +324,7 @@ pub fn save_logs(endpoints: &Endpoints, private: &Path, dir: &Path) -> Vec<PathB
     for (name, src) in &endpoints.logs {
         copy(src, logs.join(format!("{name}.log")));
     }
-    copy(
-        &private.join("router.yaml"),
-        logs.join("router.rendered.yaml"),
-    );
+    copy(&private.join("router.yaml"), logs.join("router.rendered.yaml"));
     written
 }
 
@@ -352,8 +341,7 @@ fn exited(procs: &[process::Proc], name: &str) -> Option<String> {
             &mut info,
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         );
-        (r == 0 && info.si_pid() != 0)
-            .then(|| format!("exited during start-up (exit status {})", info.si_status()))
+        (r == 0 && info.si_pid() != 0).then(|| format!("exited during start-up (exit status {})", info.si_status()))
     }
 }
 
@@ -368,13 +356,7 @@ fn missing_program(service: &str, program: &str) -> String {
 }
 
 fn host_port(url: &str) -> (String, u16) {
-    let hp = url
-        .split("://")
-        .nth(1)
-        .unwrap_or(url)
-        .split('/')
-        .next()
-        .unwrap_or("");
+    let hp = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or("");
     let (h, p) = hp.rsplit_once(':').unwrap_or((hp, "80"));
     (h.to_owned(), p.parse().unwrap_or(80))
 }
@@ -409,8 +391,7 @@ pub fn random_hex(bytes: usize) -> String {
 
 fn private_dir() -> Result<PathBuf, RunError> {
     use std::os::unix::fs::DirBuilderExt;
-    let dir =
-        std::env::temp_dir().join(format!("gauntlet-{}-{}", std::process::id(), random_hex(4)));
+    let dir = std::env::temp_dir().join(format!("gauntlet-{}-{}", std::process::id(), random_hex(4)));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .recursive(true)

@@ -7,18 +7,12 @@ use super::manifest::ServiceSpec;
 
 /// Levels of service names (sorted within a level, for stable output), or the cycle found.
 pub fn levels(services: &BTreeMap<String, ServiceSpec>) -> Result<Vec<Vec<String>>, String> {
-    levels_of(
-        services
-            .iter()
-            .map(|(n, s)| (n.as_str(), s.depends_on.as_slice())),
-    )
+    levels_of(services.iter().map(|(n, s)| (n.as_str(), s.depends_on.as_slice())))
 }
 
 /// Same, over `(name, depends_on)` pairs; dependencies outside the set are ignored (the
 /// caller chose which services to start).
-pub fn levels_of<'a>(
-    nodes: impl Iterator<Item = (&'a str, &'a [String])>,
-) -> Result<Vec<Vec<String>>, String> {
+pub fn levels_of<'a>(nodes: impl Iterator<Item = (&'a str, &'a [String])>) -> Result<Vec<Vec<String>>, String> {
     let nodes: BTreeMap<&str, &[String]> = nodes.collect();
     let mut placed: BTreeMap<&str, usize> = BTreeMap::new();
     let mut out: Vec<Vec<String>> = Vec::new();
@@ -33,15 +27,8 @@ pub fn levels_of<'a>(
             .map(|(n, _)| *n)
             .collect();
         if ready.is_empty() {
-            let stuck: Vec<&str> = nodes
-                .keys()
-                .filter(|n| !placed.contains_key(*n))
-                .copied()
-                .collect();
-            return Err(format!(
-                "dependency cycle among services: {}",
-                stuck.join(", ")
-            ));
+            let stuck: Vec<&str> = nodes.keys().filter(|n| !placed.contains_key(*n)).copied().collect();
+            return Err(format!("dependency cycle among services: {}", stuck.join(", ")));
         }
         for n in &ready {
             placed.insert(n, out.len());

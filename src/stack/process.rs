@@ -24,12 +24,7 @@ pub struct Proc {
 const GRACE: Duration = Duration::from_secs(5);
 
 /// Starts `argv` with `env`, stdout and stderr appended to `log`.
-pub fn spawn(
-    name: &str,
-    argv: &[String],
-    env: &[(String, String)],
-    log: &Path,
-) -> std::io::Result<Proc> {
+pub fn spawn(name: &str, argv: &[String], env: &[(String, String)], log: &Path) -> std::io::Result<Proc> {
     let out = File::create(log)?;
     let err = out.try_clone()?;
     let mut cmd = Command::new(&argv[0]);
@@ -116,8 +111,7 @@ fn reap_any() {
 
 /// Kills every process group still recorded: the last line of defence (signal handler, panic).
 pub fn kill_all_live() {
-    let live: Vec<(String, i32)> =
-        std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
+    let live: Vec<(String, i32)> = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
     for (_, pgid) in live.iter().rev() {
         stop_group(*pgid);
     }

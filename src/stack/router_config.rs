@@ -11,8 +11,6 @@ pub struct RouterConfig {
     pub deployments: Vec<Deployment>,
     pub chains: Vec<Chain>,
     pub num_retries: u32,
-    pub allowed_fails: Option<u32>,
-    pub cooldown_time_s: Option<f64>,
     pub cache: bool,
     pub has_master_key: bool,
     pub has_generic_logger: bool,
@@ -28,6 +26,11 @@ pub struct Deployment {
     pub sim: Option<String>,
     pub timeout_s: Option<f64>,
     pub order: Option<i64>,
+    /// Failures tolerated before cooldown (`model_info.allowed_fails`, else the router's).
+    pub allowed_fails: Option<u32>,
+    /// Cooldown seconds (`model_info`/`litellm_params.cooldown_time`, else the router's);
+    /// 0 means never cooled down.
+    pub cooldown_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +70,7 @@ impl Chain {
 impl RouterConfig {
     pub fn parse(origin: &str, text: &str) -> Result<Self, RunError> {
         let bad = |msg: String| RunError::usage(format!("{origin}: {msg}"));
-        let root: Value =
-            serde_yaml::from_str(text).map_err(|e| bad(format!("invalid YAML: {e}")))?;
+        let root: Value = serde_yaml::from_str(text).map_err(|e| bad(format!("invalid YAML: {e}")))?;
         let list = root
             .get("model_list")
             .and_then(Value::as_sequence)
@@ -81,26 +83,27 @@ impl RouterConfig {
                 .ok_or_else(|| bad(format!("model_list[{i}] has no model_name")))?;
             let params = d.get("litellm_params");
             let info = d.get("model_info");
-            let id = info
-                .and_then(|m| m.get("id"))
-                .and_then(value_str)
-                .ok_or_else(|| {
-                    bad(format!(
-                        "model_list[{i}] ({group}) has no model_info.id; gauntlet needs stable \
+            let id = info.and_then(|m| m.get("id")).and_then(value_str).ok_or_else(|| {
+                bad(format!(
+                    "model_list[{i}] ({group}) has no model_info.id; gauntlet needs stable \
                          deployment ids to tell which deployment served a request"
-                    ))
-                })?;
-            let api_base = params
-                .and_then(|p| p.get("api_base"))
-                .and_then(Value::as_str);
+                ))
+            })?;
+            let api_base = params.and_then(|p| p.get("api_base")).and_then(Value::as_str);
             deployments.push(Deployment {
                 id,
                 group: group.to_owned(),
                 sim: api_base.and_then(sim_deployment),
-                timeout_s: params
-                    .and_then(|p| p.get("timeout"))
-                    .and_then(Value::as_f64),
+                timeout_s: params.and_then(|p| p.get("timeout")).and_then(Value::as_f64),
                 order: params.and_then(|p| p.get("order")).and_then(Value::as_i64),
+                allowed_fails: info
+                    .and_then(|m| m.get("allowed_fails"))
+                    .and_then(Value::as_u64)
+                    .map(|n| n as u32),
+                cooldown_s: info
+                    .and_then(|m| m.get("cooldown_time"))
+                    .or_else(|| params.and_then(|p| p.get("cooldown_time")))
+                    .and_then(Value::as_f64),
             });
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -111,17 +114,9 @@ impl RouterConfig {
         }
         let router = root.get("router_settings");
         let lset = root.get("litellm_settings");
-        let setting = |k: &str| {
-            router
-                .and_then(|r| r.get(k))
-                .or_else(|| lset.and_then(|l| l.get(k)))
-        };
+        let setting = |k: &str| router.and_then(|r| r.get(k)).or_else(|| lset.and_then(|l| l.get(k)));
         let mut chains = Vec::new();
-        for kind in [
-            ChainKind::General,
-            ChainKind::ContextWindow,
-            ChainKind::ContentPolicy,
-        ] {
+        for kind in [ChainKind::General, ChainKind::ContextWindow, ChainKind::ContentPolicy] {
             let Some(v) = setting(kind.key()) else {
                 continue;
             };
@@ -137,27 +132,23 @@ impl RouterConfig {
                 }
             }
         }
-        let callbacks = lset
-            .and_then(|l| l.get("callbacks"))
-            .and_then(Value::as_sequence);
+        let router_allowed = setting("allowed_fails").and_then(Value::as_u64).map(|n| n as u32);
+        let router_cooldown = setting("cooldown_time").and_then(Value::as_f64);
+        for d in &mut deployments {
+            d.allowed_fails = d.allowed_fails.or(router_allowed);
+            d.cooldown_s = d.cooldown_s.or(router_cooldown);
+        }
+        let callbacks = lset.and_then(|l| l.get("callbacks")).and_then(Value::as_sequence);
         Ok(Self {
             deployments,
             chains,
             num_retries: setting("num_retries").and_then(Value::as_u64).unwrap_or(0) as u32,
-            allowed_fails: setting("allowed_fails")
-                .and_then(Value::as_u64)
-                .map(|n| n as u32),
-            cooldown_time_s: setting("cooldown_time").and_then(Value::as_f64),
             cache: lset
                 .and_then(|l| l.get("cache"))
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
-            has_master_key: root
-                .get("general_settings")
-                .and_then(|g| g.get("master_key"))
-                .is_some(),
-            has_generic_logger: callbacks
-                .is_some_and(|c| c.iter().any(|v| v.as_str() == Some("generic_api"))),
+            has_master_key: root.get("general_settings").and_then(|g| g.get("master_key")).is_some(),
+            has_generic_logger: callbacks.is_some_and(|c| c.iter().any(|v| v.as_str() == Some("generic_api"))),
         })
     }
 
@@ -173,10 +164,7 @@ impl RouterConfig {
     }
 
     pub fn deployments_of(&self, group: &str) -> Vec<&Deployment> {
-        self.deployments
-            .iter()
-            .filter(|d| d.group == group)
-            .collect()
+        self.deployments.iter().filter(|d| d.group == group).collect()
     }
 
     pub fn deployment(&self, id: &str) -> Option<&Deployment> {
@@ -185,11 +173,7 @@ impl RouterConfig {
 
     /// Simulator deployments the router points at (what the simulator must serve).
     pub fn sim_deployments(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .deployments
-            .iter()
-            .filter_map(|d| d.sim.clone())
-            .collect();
+        let mut out: Vec<String> = self.deployments.iter().filter_map(|d| d.sim.clone()).collect();
         out.dedup();
         out
     }
@@ -212,14 +196,10 @@ fn sim_deployment(api_base: &str) -> Option<String> {
 
 /// LiteLLM writes chains as a list of one-key maps: `[{a: [b, c]}, {d: [e]}]`.
 fn parse_chains(kind: ChainKind, v: &Value) -> Result<Vec<Chain>, String> {
-    let list = v
-        .as_sequence()
-        .ok_or("expected a list of {group: [fallback, ...]}")?;
+    let list = v.as_sequence().ok_or("expected a list of {group: [fallback, ...]}")?;
     let mut out = Vec::new();
     for item in list {
-        let map = item
-            .as_mapping()
-            .ok_or("expected {group: [fallback, ...]}")?;
+        let map = item.as_mapping().ok_or("expected {group: [fallback, ...]}")?;
         for (k, v) in map {
             let primary = k.as_str().ok_or("group names must be strings")?;
             let rest = v
@@ -243,17 +223,10 @@ mod tests {
     fn default_router_config_has_the_promised_chains() {
         let m = super::super::manifest::Manifest::builtin().unwrap();
         let c = RouterConfig::parse("router.yaml", &m.router_config.text).unwrap();
-        assert!(
-            c.chains.iter().any(|c| c.groups.len() == 3),
-            "{:?}",
-            c.chains
-        );
+        assert!(c.chains.iter().any(|c| c.groups.len() == 3), "{:?}", c.chains);
         assert!(c.chains.len() >= 2);
         assert_eq!(c.deployments_of("fast").len(), 2);
-        assert_eq!(
-            c.deployment("primary").unwrap().sim.as_deref(),
-            Some("primary")
-        );
+        assert_eq!(c.deployment("primary").unwrap().sim.as_deref(), Some("primary"));
         assert!(c.has_master_key && c.has_generic_logger && c.cache);
         assert_eq!(c.sim_deployments().len(), c.deployments.len());
     }

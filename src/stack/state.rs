@@ -14,14 +14,12 @@ pub fn default_path(artifacts: &Path) -> PathBuf {
 
 pub fn write(path: &Path, endpoints: &Endpoints) -> Result<(), RunError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| RunError::stack(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| RunError::stack(format!("cannot create {}: {e}", dir.display())))?;
     }
     let text = serde_json::to_string_pretty(endpoints).expect("endpoints serialize");
     let tmp = path.with_extension("json.tmp");
     super::write_private(&tmp, &text)?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| RunError::stack(format!("cannot write {}: {e}", path.display())))
+    std::fs::rename(&tmp, path).map_err(|e| RunError::stack(format!("cannot write {}: {e}", path.display())))
 }
 
 /// Reads a state file and checks that its supervisor still runs.

@@ -58,20 +58,10 @@ mod tests {
     #[test]
     fn renders_and_rejects_unknown_names() {
         let vars: Vars = [("sim.url".to_owned(), "http://x".to_owned())].into();
-        assert_eq!(
-            render("t", "a ${sim.url}/d\n", &vars).unwrap(),
-            "a http://x/d\n"
-        );
-        let err = render("cfg.yaml", "ok\nb: ${nope}\n", &vars)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("cfg.yaml:2: unknown placeholder ${nope}"),
-            "{err}"
-        );
-        let err = render("cfg.yaml", "b: ${open\n", &vars)
-            .unwrap_err()
-            .to_string();
+        assert_eq!(render("t", "a ${sim.url}/d\n", &vars).unwrap(), "a http://x/d\n");
+        let err = render("cfg.yaml", "ok\nb: ${nope}\n", &vars).unwrap_err().to_string();
+        assert!(err.starts_with("cfg.yaml:2: unknown placeholder ${nope}"), "{err}");
+        let err = render("cfg.yaml", "b: ${open\n", &vars).unwrap_err().to_string();
         assert!(err.contains("unterminated"), "{err}");
         assert_eq!(placeholders("${a} x ${b.c}"), ["a", "b.c"]);
     }

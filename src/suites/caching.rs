@@ -17,8 +17,7 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
         return Vec::new();
     }
     vec![
-        Case::new("caching::identical_request_served_from_cache", identical)
-            .needs(&["sim", "redis"]),
+        Case::new("caching::identical_request_served_from_cache", identical).needs(&["sim", "redis"]),
         Case::new("caching::different_request_goes_upstream", different).needs(&["sim", "redis"]),
     ]
 }

@@ -18,12 +18,3 @@ pub fn all(plan: &Plan) -> Vec<Case> {
     cases.extend(secrets::cases(plan));
     gate(plan, cases)
 }
-
-/// A simulator rule: every request carrying `tag` gets `fault`.
-pub(crate) fn fault_rule(tag: &str, fault: crate::sim::Fault) -> crate::sim::Rule {
-    crate::sim::Rule {
-        tag: Some(tag.to_owned()),
-        when: crate::sim::When::Always,
-        behaviour: crate::sim::Behaviour { fault: Some(fault) },
-    }
-}

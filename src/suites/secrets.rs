@@ -16,11 +16,7 @@ pub fn cases(_plan: &Plan) -> Vec<Case> {
 /// The secrets this stack holds: the master key, and the provider-key prefix gauntlet uses.
 fn leaks(c: &Ctx, text: &str) -> Vec<&'static str> {
     let mut found = Vec::new();
-    if c.endpoints
-        .master_key
-        .as_deref()
-        .is_some_and(|k| text.contains(k))
-    {
+    if c.endpoints.master_key.as_deref().is_some_and(|k| text.contains(k)) {
         found.push("the master key");
     }
     if text.contains("sk-provider-") {
@@ -73,10 +69,7 @@ async fn saved_logs(c: Ctx) -> anyhow::Result<()> {
 async fn journal(c: Ctx) -> anyhow::Result<()> {
     exercise(&c).await?;
     let text = c.sim()?.journal_text(c.tag()).await?;
-    anyhow::ensure!(
-        text.contains(c.tag()),
-        "the journal has no entry for this case"
-    );
+    anyhow::ensure!(text.contains(c.tag()), "the journal has no entry for this case");
     let found = leaks(&c, &text);
     anyhow::ensure!(
         found.is_empty(),

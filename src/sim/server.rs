@@ -1,0 +1,459 @@
+//! The simulator's HTTP side: OpenAI endpoints per deployment, faults, streams, and an accept
+//! loop of its own so a `reset` fault can abort the TCP connection (axum's serve cannot).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::model::{Behaviour, Fault, JournalEntry};
+use super::openai::{self, Refusal};
+use super::state::{Deployment, State};
+
+/// A hang is answered by the client giving up; this cap keeps an abandoned one from living
+/// for the rest of a long run.
+const HANG_CAP: Duration = Duration::from_secs(300);
+
+pub type Shared = Arc<State>;
+
+/// Set by a `reset` fault; the connection's stream then refuses to write and is closed with
+/// SO_LINGER 0, which sends the client a TCP RST instead of a response.
+#[derive(Clone, Default)]
+pub struct ResetFlag(Arc<AtomicBool>);
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(super::metrics::all))
+        .route("/d/{deployment}/health", get(deployment_health))
+        .route("/d/{deployment}/metrics", get(super::metrics::one))
+        .route("/d/{deployment}/v1/chat/completions", post(chat))
+        .route("/d/{deployment}/v1/completions", post(legacy))
+        .route("/d/{deployment}/v1/models", get(models))
+        .route(
+            "/v1/chat/completions",
+            post(|s, h, f, b| chat(s, Path("default".into()), h, f, b)),
+        )
+        .route(
+            "/v1/completions",
+            post(|s, h, f, b| legacy(s, Path("default".into()), h, f, b)),
+        )
+        .route("/v1/models", get(|s| models(s, Path("default".into()))))
+        .merge(super::admin::router())
+        .fallback(|| async {
+            refuse(
+                404,
+                "no such endpoint on the provider simulator",
+                "invalid_request_error",
+                Some("not_found"),
+            )
+        })
+        .with_state(state)
+}
+
+fn refuse(status: u16, msg: &str, kind: &str, code: Option<&str>) -> Response {
+    let s = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    (s, Json(openai::error_body(msg, kind, None, code))).into_response()
+}
+
+fn unknown_deployment(state: &State, name: &str) -> Response {
+    let known: Vec<String> = state
+        .deployments
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .keys()
+        .cloned()
+        .collect();
+    refuse(
+        404,
+        &format!("unknown deployment '{name}' (known: {})", known.join(", ")),
+        "invalid_request_error",
+        Some("deployment_not_found"),
+    )
+}
+
+async fn deployment_health(AxState(s): AxState<Shared>, Path(d): Path<String>) -> Response {
+    match s.deployment(&d) {
+        Some(_) => Json(json!({"status": "ok", "deployment": d})).into_response(),
+        None => unknown_deployment(&s, &d),
+    }
+}
+
+async fn models(AxState(s): AxState<Shared>, Path(d): Path<String>) -> Response {
+    let Some(dep) = s.deployment(&d) else {
+        return unknown_deployment(&s, &d);
+    };
+    let data: Vec<Value> = dep
+        .spec
+        .served_models()
+        .iter()
+        .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "gauntlet-sim"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn chat(
+    s: AxState<Shared>,
+    d: Path<String>,
+    h: HeaderMap,
+    f: Option<Extension<ResetFlag>>,
+    body: Bytes,
+) -> Response {
+    complete(s, d, h, f, body, true).await
+}
+
+async fn legacy(
+    s: AxState<Shared>,
+    d: Path<String>,
+    h: HeaderMap,
+    f: Option<Extension<ResetFlag>>,
+    body: Bytes,
+) -> Response {
+    complete(s, d, h, f, body, false).await
+}
+
+/// The per-request override: `x-sim-behaviour: <Behaviour JSON>`, `x-sim-fault: <shorthand>`,
+/// or llm-d-inference-sim's `X-Return-Error: <status>`.
+/// A bad header is an error message naming it.
+fn header_override(h: &HeaderMap) -> Result<Option<Behaviour>, String> {
+    let bad = |name: &str, why: String| format!("header {name}: {why}");
+    if let Some(v) = h.get("x-sim-behaviour") {
+        let b: Behaviour = serde_json::from_slice(v.as_bytes()).map_err(|e| bad("x-sim-behaviour", e.to_string()))?;
+        if let Some(f) = &b.fault {
+            f.validate().map_err(|e| bad("x-sim-behaviour", e))?;
+        }
+        return Ok(Some(b));
+    }
+    if let Some(v) = h.get("x-sim-fault") {
+        let v = v.to_str().unwrap_or("");
+        return parse_shorthand(v)
+            .map(|f| Some(Behaviour::fault(f)))
+            .map_err(|e| bad("x-sim-fault", e));
+    }
+    if let Some(v) = h.get("x-return-error") {
+        let v = v.to_str().unwrap_or("");
+        return parse_shorthand(v)
+            .map(|f| Some(Behaviour::fault(f)))
+            .map_err(|e| bad("x-return-error", e));
+    }
+    Ok(None)
+}
+
+/// `429`, `500`, `hang`, `reset`, `malformed`, `cut:N`, `no_usage`, `context_length`.
+pub fn parse_shorthand(v: &str) -> Result<Fault, String> {
+    let v = v.trim();
+    let f = match v {
+        "hang" => Fault::Hang,
+        "reset" => Fault::Reset,
+        "malformed" => Fault::Malformed,
+        "no_usage" => Fault::NoUsage,
+        "context_length" => Fault::ContextLength,
+        "content_policy" => Fault::ContentPolicy,
+        _ => {
+            if let Some(n) = v.strip_prefix("cut:") {
+                Fault::CutStream {
+                    after_chunks: n.parse().map_err(|_| format!("cut:N needs a number, got {v:?}"))?,
+                }
+            } else {
+                let status: u16 = v.parse().map_err(|_| {
+                    format!("unknown fault {v:?} (try 429, 500, hang, reset, malformed, cut:3, no_usage)")
+                })?;
+                Fault::Error {
+                    status,
+                    retry_after: None,
+                    message: None,
+                }
+            }
+        }
+    };
+    f.validate()?;
+    Ok(f)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn redacted_headers(h: &HeaderMap) -> Vec<(String, String)> {
+    h.iter()
+        .map(|(k, v)| {
+            let val = if crate::redact::is_secret_header(k.as_str()) {
+                crate::redact::MASK.to_owned()
+            } else {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            };
+            (k.as_str().to_owned(), val)
+        })
+        .collect()
+}
+
+/// A delay with seeded jitter.
+fn delay(base: Option<u64>, jitter: Option<u64>, seed: u64, seq: u64, salt: u64) -> Duration {
+    let base = base.unwrap_or(0) as f64;
+    let j = jitter.unwrap_or(0) as f64;
+    let r = super::state::unit(openai::fnv(&[
+        &seed.to_le_bytes(),
+        &seq.to_le_bytes(),
+        &salt.to_le_bytes(),
+    ]));
+    Duration::from_secs_f64(((base + (r * 2.0 - 1.0) * j).max(0.0)) / 1000.0)
+}
+
+async fn complete(
+    AxState(s): AxState<Shared>,
+    Path(d): Path<String>,
+    headers: HeaderMap,
+    flag: Option<Extension<ResetFlag>>,
+    body: Bytes,
+    chat: bool,
+) -> Response {
+    let start = Instant::now();
+    let Some(dep) = s.deployment(&d) else {
+        return unknown_deployment(&s, &d);
+    };
+    let req = match openai::parse(&body, chat) {
+        Ok(r) => r,
+        Err(Refusal { status, body }) => {
+            return (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                Json(body),
+            )
+                .into_response();
+        }
+    };
+    let over = match header_override(&headers) {
+        Ok(o) => o,
+        Err(msg) => return refuse(400, &msg, "invalid_request_error", Some("invalid_header")),
+    };
+    let decision = s.decide(&dep, req.user.as_deref(), &req.text);
+    let (behaviour, tag) = match over {
+        Some(b) => (b, None),
+        None => (decision.behaviour, decision.tag),
+    };
+    let seq = s.next_seq();
+    s.journal_push(JournalEntry {
+        seq,
+        time_ms: now_ms(),
+        deployment: d.clone(),
+        path: if chat {
+            "/v1/chat/completions".into()
+        } else {
+            "/v1/completions".into()
+        },
+        model: req.model.clone(),
+        stream: req.stream,
+        user: req.user.clone(),
+        metadata: req.metadata.clone(),
+        tag_matched: tag,
+        prompt_excerpt: req.text.chars().take(200).collect(),
+        headers: redacted_headers(&headers),
+        prompt_tokens: req.prompt_tokens,
+        completion_tokens: 0,
+        outcome: "pending".into(),
+        latency_ms: 0,
+    });
+    let m = &dep.metrics;
+    m.running.fetch_add(1, Ordering::Relaxed);
+    let _running = Running(dep.clone());
+    let reply = openai::reply(s.seed, &d, &req, dep.spec.reply_tokens());
+    let finish = |outcome: &str, completion: u64| {
+        s.journal_finish(seq, outcome, completion, start.elapsed().as_millis() as u64);
+    };
+    let wait = if req.stream {
+        behaviour.ttft_ms.or(behaviour.latency_ms)
+    } else {
+        behaviour.latency_ms
+    };
+    let first_delay = delay(wait, behaviour.jitter_ms, s.seed, seq, 1);
+    if let Some(fault) = &behaviour.fault {
+        *m.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(fault.kind())
+            .or_default() += 1;
+        match fault {
+            Fault::Hang => {
+                // Visible in the journal while it hangs: tests can see the router called.
+                finish("hang", 0);
+                tokio::time::sleep(HANG_CAP).await;
+                return refuse(
+                    504,
+                    "simulated hang reached the simulator's cap",
+                    "server_error",
+                    Some("timeout"),
+                );
+            }
+            Fault::Reset => {
+                tokio::time::sleep(first_delay).await;
+                finish("reset", 0);
+                if let Some(Extension(f)) = flag {
+                    f.0.store(true, Ordering::SeqCst);
+                }
+                // The stream refuses this response and the connection closes with a RST.
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+            Fault::Malformed => {
+                tokio::time::sleep(first_delay).await;
+                finish("malformed", 0);
+                return (
+                    [("content-type", "application/json")],
+                    "{\"id\": \"chatcmpl-broken\", \"choices\": [{\"message\": ",
+                )
+                    .into_response();
+            }
+            f => {
+                if let Some((status, body, retry)) = openai::fault_error(f, req.prompt_tokens) {
+                    tokio::time::sleep(first_delay).await;
+                    finish(&format!("error:{status}"), 0);
+                    let mut resp = (
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                        Json(body),
+                    )
+                        .into_response();
+                    if let Some(r) = retry.and_then(|r| HeaderValue::from_str(&r.to_string()).ok()) {
+                        resp.headers_mut().insert("retry-after", r);
+                    }
+                    return with_ids(resp, &d, seq);
+                }
+            }
+        }
+    }
+    let with_usage = !matches!(behaviour.fault, Some(Fault::NoUsage));
+    let outcome = behaviour.fault.as_ref().map_or_else(|| "ok".to_owned(), Fault::outcome);
+    let created = now_ms() / 1000;
+    m.prompt_tokens.fetch_add(req.prompt_tokens, Ordering::Relaxed);
+    if !req.stream {
+        tokio::time::sleep(first_delay).await;
+        m.ttft.observe(start.elapsed().as_secs_f64());
+        m.e2e.observe(start.elapsed().as_secs_f64());
+        m.success.fetch_add(1, Ordering::Relaxed);
+        m.generation_tokens.fetch_add(reply.tokens(), Ordering::Relaxed);
+        finish(&outcome, reply.tokens());
+        return with_ids(
+            Json(openai::completion_body(&req, &reply, created, with_usage)).into_response(),
+            &d,
+            seq,
+        );
+    }
+    let mut events = openai::stream_events(&req, &reply, created, with_usage);
+    let cut = match behaviour.fault {
+        Some(Fault::CutStream { after_chunks }) => Some(after_chunks as usize),
+        _ => None,
+    };
+    if let Some(n) = cut {
+        events.truncate(n);
+    }
+    finish(&outcome, reply.tokens());
+    m.success.fetch_add(u64::from(cut.is_none()), Ordering::Relaxed);
+    m.generation_tokens.fetch_add(reply.tokens(), Ordering::Relaxed);
+    let itl = behaviour.itl_ms;
+    let jitter = behaviour.jitter_ms;
+    let seed = s.seed;
+    let dep2 = dep.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    tokio::spawn(async move {
+        tokio::time::sleep(first_delay).await;
+        dep2.metrics.ttft.observe(start.elapsed().as_secs_f64());
+        for (i, ev) in events.iter().enumerate() {
+            if i > 0 && itl.is_some() {
+                tokio::time::sleep(delay(itl, jitter, seed, seq, 2 + i as u64)).await;
+            }
+            if tx.send(Ok(Bytes::from(format!("data: {ev}\n\n")))).await.is_err() {
+                return;
+            }
+        }
+        if cut.is_some() {
+            // An error ends the body without the terminating chunk: the client sees the
+            // connection close mid-stream.
+            let _ = tx.send(Err(std::io::Error::other("simulated cut stream"))).await;
+            return;
+        }
+        let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+        dep2.metrics.e2e.observe(start.elapsed().as_secs_f64());
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let resp = Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    with_ids(resp, &d, seq)
+}
+
+/// Decrements the running gauge however the request ends (even when the client goes away).
+struct Running(Arc<Deployment>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.metrics.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn with_ids(mut r: Response, deployment: &str, seq: u64) -> Response {
+    if let Ok(v) = HeaderValue::from_str(deployment) {
+        r.headers_mut().insert("x-sim-deployment", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("sim-{seq}")) {
+        r.headers_mut().insert("x-request-id", v);
+    }
+    r
+}
+
+/// A connection's stream that can be told to die with a RST (see [`ResetFlag`]).
+pub struct ResettableStream {
+    inner: TcpStream,
+    flag: ResetFlag,
+}
+
+impl ResettableStream {
+    pub fn new(inner: TcpStream, flag: ResetFlag) -> Self {
+        Self { inner, flag }
+    }
+
+    fn reset(&self) -> Option<std::io::Error> {
+        if !self.flag.0.load(Ordering::SeqCst) {
+            return None;
+        }
+        // Linger 0 makes the close that follows this error a RST, not a FIN.
+        let _ = socket2::SockRef::from(&self.inner).set_linger(Some(Duration::ZERO));
+        Some(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+    }
+}
+
+impl AsyncRead for ResettableStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if let Some(e) = self.reset() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ResettableStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if let Some(e) = self.reset() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
