@@ -135,6 +135,9 @@ let
     "soundfile"
     "pyroscope-io"
     "expression"
+    # Not a LiteLLM dependency, but its auth error handler imports it even without a
+    # database (stack/litellm/requirements.in says why): same as the pip lock.
+    "prisma"
   ];
   present = builtins.filter (n: ps ? ${n});
   missingDeps = builtins.filter (n: !(ps ? ${n})) (coreNames ++ proxyNames);

@@ -273,25 +273,76 @@ pub fn usage(prompt: u64, completion: u64) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
-/// A whole (non-streamed) reply body.
-pub fn completion_body(req: &Request, r: &Reply, created: u64, with_usage: bool) -> Value {
-    let mut v = if req.chat {
-        json!({
-            "id": r.id, "object": "chat.completion", "created": created, "model": req.model,
-            "system_fingerprint": "fp_gauntlet_sim",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text()}, "logprobs": null, "finish_reason": r.finish_reason()}],
-        })
+#[derive(serde::Serialize)]
+struct Usage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+#[derive(serde::Serialize)]
+struct Message {
+    role: &'static str,
+    content: String,
+}
+
+#[derive(serde::Serialize)]
+struct Choice {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<Message>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct Completion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    system_fingerprint: &'static str,
+    choices: [Choice; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+}
+
+/// A whole (non-streamed) reply body, serialized. Typed rather than built as a `Value`:
+/// this is the simulator's hot path.
+pub fn completion_body(req: &Request, r: &Reply, created: u64, with_usage: bool) -> Vec<u8> {
+    let (message, text) = if req.chat {
+        (
+            Some(Message {
+                role: "assistant",
+                content: r.text(),
+            }),
+            None,
+        )
     } else {
-        json!({
-            "id": r.id, "object": "text_completion", "created": created, "model": req.model,
-            "system_fingerprint": "fp_gauntlet_sim",
-            "choices": [{"index": 0, "text": r.text(), "logprobs": null, "finish_reason": r.finish_reason()}],
-        })
+        (None, Some(r.text()))
     };
-    if with_usage {
-        v["usage"] = usage(req.prompt_tokens, r.tokens());
-    }
-    v
+    let body = Completion {
+        id: &r.id,
+        object: if req.chat { "chat.completion" } else { "text_completion" },
+        created,
+        model: &req.model,
+        system_fingerprint: "fp_gauntlet_sim",
+        choices: [Choice {
+            index: 0,
+            message,
+            text,
+            logprobs: None,
+            finish_reason: r.finish_reason(),
+        }],
+        usage: with_usage.then(|| Usage {
+            prompt_tokens: req.prompt_tokens,
+            completion_tokens: r.tokens(),
+            total_tokens: req.prompt_tokens + r.tokens(),
+        }),
+    };
+    serde_json::to_vec(&body).expect("a completion serializes")
 }
 
 /// The stream's data events, in order, without `[DONE]`.
@@ -426,7 +477,7 @@ mod tests {
         assert_eq!(a.tokens(), 4);
         assert_eq!(a.finish_reason(), "length");
         assert_ne!(reply(8, "d", &req, 16).words, a.words, "the seed must matter");
-        let body = completion_body(&req, &a, 1, true);
+        let body: Value = serde_json::from_slice(&completion_body(&req, &a, 1, true)).unwrap();
         assert_eq!(body["usage"]["total_tokens"], 11);
         let ev = stream_events(&req, &a, 1, true);
         let streamed: String = ev

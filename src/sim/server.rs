@@ -181,6 +181,13 @@ pub fn parse_shorthand(v: &str) -> Result<Fault, String> {
     Ok(f)
 }
 
+/// Sleeps only when there is something to wait: a zero sleep still costs a timer entry.
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -298,7 +305,7 @@ async fn complete(
                 );
             }
             Fault::Reset => {
-                tokio::time::sleep(first_delay).await;
+                pause(first_delay).await;
                 finish("reset", 0);
                 if let Some(Extension(f)) = flag {
                     f.0.store(true, Ordering::SeqCst);
@@ -307,7 +314,7 @@ async fn complete(
                 return StatusCode::INTERNAL_SERVER_ERROR.into_response();
             }
             Fault::Malformed => {
-                tokio::time::sleep(first_delay).await;
+                pause(first_delay).await;
                 finish("malformed", 0);
                 return (
                     [("content-type", "application/json")],
@@ -317,7 +324,7 @@ async fn complete(
             }
             f => {
                 if let Some((status, body, retry)) = openai::fault_error(f, req.prompt_tokens) {
-                    tokio::time::sleep(first_delay).await;
+                    pause(first_delay).await;
                     finish(&format!("error:{status}"), 0);
                     let mut resp = (
                         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -337,17 +344,14 @@ async fn complete(
     let created = now_ms() / 1000;
     m.prompt_tokens.fetch_add(req.prompt_tokens, Ordering::Relaxed);
     if !req.stream {
-        tokio::time::sleep(first_delay).await;
+        pause(first_delay).await;
         m.ttft.observe(start.elapsed().as_secs_f64());
         m.e2e.observe(start.elapsed().as_secs_f64());
         m.success.fetch_add(1, Ordering::Relaxed);
         m.generation_tokens.fetch_add(reply.tokens(), Ordering::Relaxed);
         finish(&outcome, reply.tokens());
-        return with_ids(
-            Json(openai::completion_body(&req, &reply, created, with_usage)).into_response(),
-            &d,
-            seq,
-        );
+        let body = openai::completion_body(&req, &reply, created, with_usage);
+        return with_ids(([("content-type", "application/json")], body).into_response(), &d, seq);
     }
     let mut events = openai::stream_events(&req, &reply, created, with_usage);
     let cut = match behaviour.fault {
@@ -366,7 +370,7 @@ async fn complete(
     let dep2 = dep.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     tokio::spawn(async move {
-        tokio::time::sleep(first_delay).await;
+        pause(first_delay).await;
         dep2.metrics.ttft.observe(start.elapsed().as_secs_f64());
         for (i, ev) in events.iter().enumerate() {
             if i > 0 && itl.is_some() {

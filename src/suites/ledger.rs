@@ -378,12 +378,10 @@ async fn cached_billed(c: Ctx, check_header: bool) -> anyhow::Result<()> {
     let request = format!("req-{}", crate::stack::random_hex(6));
     let mut b = body(&c, &group, c.tag(), &request, "cache and bill");
     b["cache"] = json!({"use-cache": true});
-    c.router.chat(&b).await?.expect_status(200)?;
-    let second = c.router.chat(&b).await?;
-    second.expect_status(200)?;
+    let (_, second, misses) = super::caching::until_cache_hit(&c, &b).await?;
     let records = c
         .sink()?
-        .wait_for_where(&request, crate::ledger::sink::is_success, 2, FLUSH)
+        .wait_for_where(&request, crate::ledger::sink::is_success, misses + 2, FLUSH)
         .await?;
     let hit = records
         .iter()

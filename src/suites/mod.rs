@@ -2,6 +2,7 @@
 //! from the plan; `all` gates them on what the target offers.
 
 pub mod caching;
+pub mod conformance;
 pub mod fallbacks;
 pub mod ledger;
 pub mod secrets;
@@ -16,5 +17,6 @@ pub fn all(plan: &Plan) -> Vec<Case> {
     cases.extend(caching::cases(plan));
     cases.extend(ledger::cases(plan));
     cases.extend(secrets::cases(plan));
+    cases.extend(conformance::cases(plan));
     gate(plan, cases)
 }
