@@ -523,3 +523,69 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("model".to_owned()),
+                        Just("messages".to_owned()),
+                        Just("role".to_owned()),
+                        Just("content".to_owned()),
+                        Just("prompt".to_owned()),
+                        Just("max_tokens".to_owned()),
+                        Just("stream".to_owned()),
+                        Just("user".to_owned()),
+                        ".{0,6}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn parse_never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256), chat in any::<bool>()) {
+            if let Err(r) = super::parse(&bytes, chat) {
+                prop_assert!((400..500).contains(&r.status));
+            }
+        }
+
+        #[test]
+        fn parse_never_panics_on_json(v in value(), chat in any::<bool>()) {
+            if let Err(r) = super::parse(v.to_string().as_bytes(), chat) {
+                prop_assert!((400..500).contains(&r.status));
+                prop_assert!(r.body["error"]["message"].is_string());
+            }
+        }
+
+        #[test]
+        fn rules_and_shorthands_never_panic(v in value(), s in ".{0,16}") {
+            if let Ok(rule) = serde_json::from_value::<crate::sim::Rule>(v) {
+                let _ = rule.when.validate();
+                if let Some(f) = &rule.behaviour.fault {
+                    let _ = f.validate();
+                }
+            }
+            let _ = crate::sim::server::parse_shorthand(&s);
+        }
+    }
+}

@@ -382,7 +382,15 @@ async fn complete(
         }
         if cut.is_some() {
             // An error ends the body without the terminating chunk: the client sees the
-            // connection close mid-stream.
+            // connection close mid-stream. First let hyper take and write what was sent, or
+            // the abort would drop the events still in its buffer.
+            let drained = async {
+                while tx.capacity() < tx.max_capacity() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), drained).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
             let _ = tx.send(Err(std::io::Error::other("simulated cut stream"))).await;
             return;
         }
@@ -459,5 +467,270 @@ impl AsyncWrite for ResettableStream {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use crate::sim::{AdminClient, DeploymentSpec, Fault, JournalQuery, Rule, SimConfig, When, start};
+
+    async fn sim(names: &[&str]) -> crate::sim::SimHandle {
+        let cfg = SimConfig {
+            seed: 7,
+            deployments: names.iter().map(|n| DeploymentSpec::named(n)).collect(),
+        };
+        start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+    }
+
+    fn chat(tag: &str) -> Value {
+        json!({"model": "m", "messages": [{"role": "user", "content": format!("[{tag}] hello there")}], "max_tokens": 5})
+    }
+
+    async fn post(url: &str, body: &Value, header: Option<(&str, &str)>) -> reqwest::Result<reqwest::Response> {
+        let mut rb = reqwest::Client::new()
+            .post(url)
+            .json(body)
+            .timeout(Duration::from_secs(5));
+        if let Some((k, v)) = header {
+            rb = rb.header(k, v);
+        }
+        rb.send().await
+    }
+
+    #[tokio::test]
+    async fn replies_are_deterministic_and_counted_by_the_documented_rule() {
+        let s = sim(&["a"]).await;
+        let url = format!("{}/d/a/v1/chat/completions", s.url());
+        let a: Value = post(&url, &chat("t"), None).await.unwrap().json().await.unwrap();
+        let b: Value = post(&url, &chat("t"), None).await.unwrap().json().await.unwrap();
+        assert_eq!(a["choices"], b["choices"]);
+        assert_eq!(a["id"], b["id"]);
+        // "[t] hello there" = 3 words + 1 for the message; max_tokens 5 < 16 words.
+        assert_eq!(
+            a["usage"],
+            json!({"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9})
+        );
+        assert_eq!(a["choices"][0]["finish_reason"], "length");
+        s.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn each_fault_reaches_the_client_as_intended() {
+        let s = sim(&["a"]).await;
+        let url = format!("{}/d/a/v1/chat/completions", s.url());
+        let r = post(&url, &chat("x"), Some(("x-sim-fault", "429"))).await.unwrap();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "1");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        let r = post(&url, &chat("x"), Some(("x-sim-fault", "reset"))).await;
+        assert!(r.is_err(), "a reset must not produce an HTTP response: {r:?}");
+        let r = post(&url, &chat("x"), Some(("x-sim-fault", "malformed")))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(serde_json::from_str::<Value>(&r.text().await.unwrap()).is_err());
+        let r = post(&url, &chat("x"), Some(("x-sim-fault", "no_usage"))).await.unwrap();
+        assert!(r.json::<Value>().await.unwrap().get("usage").is_none());
+        let r = post(&url, &chat("x"), Some(("x-sim-fault", "context_length")))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.text().await.unwrap().contains("maximum context length"));
+        let mut stream = chat("x");
+        stream["stream"] = json!(true);
+        let mut body = post(&url, &stream, Some(("x-sim-fault", "cut:2")))
+            .await
+            .unwrap()
+            .bytes_stream();
+        let (mut text, mut broke) = (String::new(), false);
+        while let Some(part) = futures_util::StreamExt::next(&mut body).await {
+            match part {
+                Ok(b) => text.push_str(&String::from_utf8_lossy(&b)),
+                Err(_) => broke = true,
+            }
+        }
+        assert!(broke, "a cut stream must end with a broken connection");
+        assert_eq!(text.matches("data: ").count(), 2, "{text}");
+        assert!(!text.contains("[DONE]"));
+        let hung = reqwest::Client::new()
+            .post(&url)
+            .json(&chat("hang1"))
+            .header("x-sim-fault", "hang");
+        let r = hung.timeout(Duration::from_millis(300)).send().await;
+        assert!(r.unwrap_err().is_timeout());
+        let admin = AdminClient::new(&s.url());
+        let j = admin
+            .journal(&JournalQuery {
+                tag: Some("hang1".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(j[0].outcome, "hang");
+        let r = post(&url, &chat("x"), Some(("x-sim-fault", "explode"))).await.unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.text().await.unwrap().contains("x-sim-fault"));
+        s.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn tagged_scripted_rules_never_touch_other_tags() {
+        let s = sim(&["a"]).await;
+        let admin = AdminClient::new(&s.url());
+        let first_two = Rule {
+            tag: Some("tagA".into()),
+            when: When::First { first: 2 },
+            behaviour: crate::sim::Behaviour::fault(Fault::Error {
+                status: 503,
+                retry_after: None,
+                message: None,
+            }),
+        };
+        admin.add_rule("a", &first_two).await.unwrap();
+        admin
+            .add_rule(
+                "a",
+                &Rule::tagged(
+                    "tagB",
+                    Fault::Error {
+                        status: 500,
+                        retry_after: None,
+                        message: None,
+                    },
+                ),
+            )
+            .await
+            .unwrap();
+        let url = format!("{}/d/a/v1/chat/completions", s.url());
+        let mut a = Vec::new();
+        for _ in 0..3 {
+            a.push(post(&url, &chat("tagA"), None).await.unwrap().status().as_u16());
+        }
+        assert_eq!(a, [503, 503, 200]);
+        assert_eq!(post(&url, &chat("tagB"), None).await.unwrap().status(), 500);
+        assert_eq!(post(&url, &chat("untagged"), None).await.unwrap().status(), 200);
+        admin.clear_tag("tagB").await.unwrap();
+        assert_eq!(post(&url, &chat("tagB"), None).await.unwrap().status(), 200);
+        s.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn seeded_rates_repeat_exactly() {
+        async fn run() -> Vec<u16> {
+            let s = sim(&["a"]).await;
+            let rule = Rule {
+                tag: None,
+                when: When::Rate { rate: 0.3 },
+                behaviour: crate::sim::Behaviour::fault(Fault::Error {
+                    status: 500,
+                    retry_after: None,
+                    message: None,
+                }),
+            };
+            AdminClient::new(&s.url()).add_rule("a", &rule).await.unwrap();
+            let url = format!("{}/d/a/v1/chat/completions", s.url());
+            let mut out = Vec::new();
+            for i in 0..40 {
+                out.push(
+                    post(&url, &chat(&format!("r{i}")), None)
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16(),
+                );
+            }
+            s.shutdown().await;
+            out
+        }
+        let (a, b) = (run().await, run().await);
+        assert_eq!(a, b);
+        let fails = a.iter().filter(|s| **s == 500).count();
+        assert!((4..=20).contains(&fails), "{fails} of 40 failed at rate 0.3");
+    }
+
+    #[tokio::test]
+    async fn journal_redacts_secrets_and_admin_refuses_bad_input() {
+        let s = sim(&["a"]).await;
+        let url = format!("{}/d/a/v1/chat/completions", s.url());
+        post(
+            &url,
+            &chat("sec"),
+            Some(("authorization", "Bearer sk-secret-xyz-12345")),
+        )
+        .await
+        .unwrap();
+        let text = AdminClient::new(&s.url()).journal_text("sec").await.unwrap();
+        assert!(text.contains("sec") && !text.contains("sk-secret-xyz-12345"), "{text}");
+        let http = reqwest::Client::new();
+        let cases = [
+            (
+                format!("{}/admin/deployments/nope/rules", s.url()),
+                r#"{"behaviour":{}}"#,
+                404,
+            ),
+            (format!("{}/admin/deployments/a/rules", s.url()), "{nope", 400),
+            (
+                format!("{}/admin/deployments/a/rules", s.url()),
+                r#"{"behaviour":{"fault":{"kind":"explode"}}}"#,
+                400,
+            ),
+            (
+                format!("{}/admin/deployments/a/rules", s.url()),
+                r#"{"when":{"from":5,"to":2},"behaviour":{}}"#,
+                400,
+            ),
+            (
+                format!("{}/admin/deployments/a/rules", s.url()),
+                r#"{"behaviour":{"fault":{"kind":"error","status":200}}}"#,
+                400,
+            ),
+        ];
+        for (u, body, want) in cases {
+            let r = http.post(&u).body(body).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), want, "{u} {body}");
+            let v: Value = r.json().await.unwrap();
+            assert!(v["error"]["message"].is_string(), "{v}");
+        }
+        let r = post(&format!("{}/d/zz/v1/chat/completions", s.url()), &chat("x"), None)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        let r = post(&url, &json!({"model": "m"}), None).await.unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "messages");
+        s.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn streams_end_with_usage_and_done_and_metrics_count() {
+        let s = sim(&["default"]).await;
+        let mut body = chat("st");
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+        let text = post(&format!("{}/v1/chat/completions", s.url()), &body, None)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+        assert!(text.contains("\"usage\":{\"completion_tokens\":5"), "{text}");
+        let m = reqwest::get(format!("{}/metrics", s.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            m.contains("vllm:generation_tokens_total{deployment=\"default\",model_name=\"default\"} 5"),
+            "{m}"
+        );
+        assert!(m.contains("vllm:time_to_first_token_seconds_bucket"), "{m}");
+        s.shutdown().await;
     }
 }
