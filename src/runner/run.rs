@@ -74,12 +74,18 @@ fn validate_url(var: &str, u: &str) -> Result<(), RunError> {
     }
 }
 
-/// The artifacts folder: `GAUNTLET_ARTIFACTS`, else `target/gauntlet`.
-pub fn artifacts_dir() -> PathBuf {
-    let base = std::env::var_os("GAUNTLET_ARTIFACTS")
+/// `GAUNTLET_ARTIFACTS`, else `target/gauntlet`: where reports, logs and a detached stack's
+/// state file go.
+pub fn artifacts_base() -> PathBuf {
+    std::env::var_os("GAUNTLET_ARTIFACTS")
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/gauntlet"));
+        .unwrap_or_else(|| PathBuf::from("target/gauntlet"))
+}
+
+/// The artifacts folder of this run.
+pub fn artifacts_dir() -> PathBuf {
+    let base = artifacts_base();
     // nextest runs each case in its own process: give each its own folder.
     match std::env::var("NEXTEST_RUN_ID") {
         Ok(id) if !id.is_empty() => base.join(format!("nextest-{id}")).join(std::process::id().to_string()),
@@ -134,7 +140,7 @@ pub fn main(argv: Vec<String>) -> ExitCode {
 
 /// Cases spend their time waiting on the stack, not computing: without `--test-threads`,
 /// run this many at once (libtest's default, one per core, would serialize a 2-core CI box).
-const DEFAULT_TEST_THREADS: usize = 16;
+const DEFAULT_TEST_THREADS: usize = 8;
 
 fn run(mut args: Arguments) -> anyhow::Result<ExitCode> {
     if args.test_threads.is_none() {

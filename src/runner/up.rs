@@ -31,7 +31,7 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
     let state_path = a
         .state
         .clone()
-        .unwrap_or_else(|| state::default_path(&super::run::artifacts_dir()));
+        .unwrap_or_else(|| state::default_path(&super::run::artifacts_base()));
     if a.detach {
         return detach(&a, &state_path);
     }
@@ -164,7 +164,7 @@ fn detach(a: &UpArgs, state_path: &Path) -> anyhow::Result<()> {
 }
 
 pub fn down(state: Option<PathBuf>) -> anyhow::Result<()> {
-    let path = state.unwrap_or_else(|| state::default_path(&super::run::artifacts_dir()));
+    let path = state.unwrap_or_else(|| state::default_path(&super::run::artifacts_base()));
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(_) => {
