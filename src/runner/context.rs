@@ -67,6 +67,15 @@ impl Ctx {
         lock.lock_owned().await
     }
 
+    /// The first model group in config order: the one generic checks use.
+    pub fn first_group(&self) -> anyhow::Result<String> {
+        self.config
+            .groups()
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the router config has no model groups"))
+    }
+
     /// This case's tag: unique per run of the case.
     pub fn tag(&self) -> &str {
         &self.tag

@@ -63,6 +63,15 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// An HTTP error with the default body for its status.
+    pub fn status(status: u16) -> Self {
+        Self::Error {
+            status,
+            retry_after: None,
+            message: None,
+        }
+    }
+
     /// The journal's name for the outcome this fault produces.
     pub fn outcome(&self) -> String {
         match self {

@@ -27,12 +27,7 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
 }
 
 pub(crate) fn cached_body(c: &Ctx, prompt: &str) -> anyhow::Result<Value> {
-    let group = c
-        .config
-        .groups()
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("no model groups"))?;
+    let group = c.first_group()?;
     let mut body = c.chat_body(&group, c.tag(), prompt);
     // The trace id differs per request; keep the cached requests byte-identical.
     body["metadata"]["trace_id"] = json!(format!("trace-{}", c.tag()));

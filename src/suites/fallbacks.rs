@@ -47,8 +47,12 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
             ChainKind::General => {
                 add("timeout", |c, ch| Box::pin(timeout(c, ch)));
                 add("rate_limit", |c, ch| Box::pin(rate_limit(c, ch, false)));
-                add("server_error_500", |c, ch| Box::pin(falls_back_on(c, ch, error(500))));
-                add("unavailable_503", |c, ch| Box::pin(falls_back_on(c, ch, error(503))));
+                add("server_error_500", |c, ch| {
+                    Box::pin(falls_back_on(c, ch, Fault::status(500)))
+                });
+                add("unavailable_503", |c, ch| {
+                    Box::pin(falls_back_on(c, ch, Fault::status(503)))
+                });
                 add("connection_reset", |c, ch| Box::pin(falls_back_on(c, ch, Fault::Reset)));
                 add("malformed_json", |c, ch| {
                     Box::pin(falls_back_on(c, ch, Fault::Malformed))
@@ -109,14 +113,6 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
         );
     }
     out
-}
-
-fn error(status: u16) -> Fault {
-    Fault::Error {
-        status,
-        retry_after: None,
-        message: None,
-    }
 }
 
 /// Simulator deployments behind a model group.
@@ -321,7 +317,7 @@ async fn rate_limit(c: Ctx, chain: Chain, check_retry_header: bool) -> anyhow::R
 async fn exhausted(c: Ctx, chain: Chain) -> anyhow::Result<()> {
     let tag = c.tag().to_owned();
     for g in &chain.groups {
-        break_group(&c, g, &tag, error(500)).await?;
+        break_group(&c, g, &tag, Fault::status(500)).await?;
     }
     let budget = Duration::from_secs(30);
     let start = Instant::now();
@@ -361,7 +357,7 @@ async fn exhausted(c: Ctx, chain: Chain) -> anyhow::Result<()> {
 
 async fn metadata_preserved(c: Ctx, chain: Chain) -> anyhow::Result<()> {
     let tag = c.tag().to_owned();
-    break_group(&c, chain.primary(), &tag, error(500)).await?;
+    break_group(&c, chain.primary(), &tag, Fault::status(500)).await?;
     let body = c.chat_body(chain.primary(), &tag, "metadata through fallback");
     let trace_id = body["metadata"]["trace_id"].as_str().unwrap_or_default().to_owned();
     let reply = c.router.chat(&body).await?;
@@ -405,7 +401,7 @@ async fn latency_impact(c: Ctx, chain: Chain) -> anyhow::Result<()> {
     const N: usize = 5;
     let direct_tag = c.subtag("direct");
     let fb_tag = c.subtag("fb");
-    break_group(&c, chain.primary(), &fb_tag, error(500)).await?;
+    break_group(&c, chain.primary(), &fb_tag, Fault::status(500)).await?;
     let mut direct = Vec::new();
     let mut fallback = Vec::new();
     for i in 0..N {
@@ -460,7 +456,7 @@ async fn cooldown(c: Ctx, group: String, observer: Option<&'static str>) -> anyh
     // Both cooldown cases count every call the victim gets: they must not overlap.
     let _turn = c.exclusive(&format!("cooldown:{group}")).await;
     let sim = c.sim()?;
-    let rule = crate::sim::Rule::tagged(&tag, error(500));
+    let rule = crate::sim::Rule::tagged(&tag, Fault::status(500));
     let rule_id = sim.add_rule(&victim, &rule).await?;
     // Fail the victim until the router stops calling it: the request that is served without
     // touching the victim shows the cooldown began. (LiteLLM counts failures asynchronously

@@ -84,14 +84,6 @@ struct Billed {
     payload: Value,
 }
 
-fn first_group(c: &Ctx) -> anyhow::Result<String> {
-    c.config
-        .groups()
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("no model groups"))
-}
-
 /// A request billed to `tenant`; its own id travels in the prompt (journal) and as trace id (log).
 fn body(c: &Ctx, group: &str, tenant: &str, request: &str, prompt: &str) -> Value {
     json!({
@@ -215,7 +207,7 @@ fn reconciled(c: &Ctx, b: &Billed) -> anyhow::Result<f64> {
 }
 
 async fn usage_structure(c: Ctx) -> anyhow::Result<()> {
-    let group = first_group(&c)?;
+    let group = c.first_group()?;
     let b = bill(&c, &group, c.tag(), "usage structure", false).await?;
     let (p, comp) = (
         b.client.prompt_tokens.unwrap_or(0),
@@ -254,14 +246,7 @@ async fn cost_per_request(c: Ctx, group: String) -> anyhow::Result<()> {
 
 async fn fallback_billed(c: Ctx, primary: String, backup: String) -> anyhow::Result<()> {
     let sim = c.sim()?;
-    let rule = crate::sim::Rule::tagged(
-        c.tag(),
-        Fault::Error {
-            status: 500,
-            retry_after: None,
-            message: None,
-        },
-    );
+    let rule = crate::sim::Rule::tagged(c.tag(), Fault::status(500));
     for d in c.config.deployments_of(&primary) {
         if let Some(s) = &d.sim {
             sim.add_rule(s, &rule).await?;
@@ -295,7 +280,7 @@ async fn fallback_billed(c: Ctx, primary: String, backup: String) -> anyhow::Res
 
 async fn tenant_attribution(c: Ctx, tenant: String) -> anyhow::Result<()> {
     const N: usize = 3;
-    let group = first_group(&c)?;
+    let group = c.first_group()?;
     // Unique per run, so parallel runs against one stack never mix tenants.
     let end_user = format!("{tenant}-{}", c.tag());
     let mut expected = 0.0;
@@ -337,7 +322,7 @@ async fn tenant_attribution(c: Ctx, tenant: String) -> anyhow::Result<()> {
 
 async fn accumulation(c: Ctx) -> anyhow::Result<()> {
     const N: usize = 8;
-    let group = first_group(&c)?;
+    let group = c.first_group()?;
     let mut expected = 0.0;
     let mut router = 0.0;
     for i in 0..N {
@@ -360,7 +345,7 @@ async fn accumulation(c: Ctx) -> anyhow::Result<()> {
 }
 
 async fn streaming_billed(c: Ctx) -> anyhow::Result<()> {
-    let group = first_group(&c)?;
+    let group = c.first_group()?;
     let b = bill(&c, &group, c.tag(), "stream and bill", true).await?;
     reconciled(&c, &b)?;
     anyhow::ensure!(
@@ -374,7 +359,7 @@ async fn streaming_billed(c: Ctx) -> anyhow::Result<()> {
 }
 
 async fn cached_billed(c: Ctx, check_header: bool) -> anyhow::Result<()> {
-    let group = first_group(&c)?;
+    let group = c.first_group()?;
     let request = format!("req-{}", crate::stack::random_hex(6));
     let mut b = body(&c, &group, c.tag(), &request, "cache and bill");
     b["cache"] = json!({"use-cache": true});
@@ -401,7 +386,7 @@ async fn cached_billed(c: Ctx, check_header: bool) -> anyhow::Result<()> {
 }
 
 async fn minimal_tokens(c: Ctx) -> anyhow::Result<()> {
-    let group = first_group(&c)?;
+    let group = c.first_group()?;
     let request = format!("req-{}", crate::stack::random_hex(6));
     let mut b = body(&c, &group, c.tag(), &request, "hi");
     b["max_tokens"] = json!(1);
@@ -430,7 +415,7 @@ async fn minimal_tokens(c: Ctx) -> anyhow::Result<()> {
 }
 
 async fn identical_cost(c: Ctx) -> anyhow::Result<()> {
-    let group = first_group(&c)?;
+    let group = c.first_group()?;
     let a = bill(&c, &group, c.tag(), "same words every time", false).await?;
     let b = bill(&c, &group, c.tag(), "same words every time", false).await?;
     let (ca, cb) = (reconciled(&c, &a)?, reconciled(&c, &b)?);
@@ -445,16 +430,9 @@ async fn identical_cost(c: Ctx) -> anyhow::Result<()> {
 }
 
 async fn failed_costs_nothing(c: Ctx) -> anyhow::Result<()> {
-    let group = first_group(&c)?;
+    let group = c.first_group()?;
     let sim = c.sim()?;
-    let rule = crate::sim::Rule::tagged(
-        c.tag(),
-        Fault::Error {
-            status: 500,
-            retry_after: None,
-            message: None,
-        },
-    );
+    let rule = crate::sim::Rule::tagged(c.tag(), Fault::status(500));
     for d in &c.config.deployments {
         if let Some(s) = &d.sim {
             sim.add_rule(s, &rule).await?;

@@ -26,12 +26,7 @@ fn leaks(c: &Ctx, text: &str) -> Vec<&'static str> {
 }
 
 async fn exercise(c: &Ctx) -> anyhow::Result<()> {
-    let group = c
-        .config
-        .groups()
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("no model groups"))?;
+    let group = c.first_group()?;
     c.router
         .chat(&c.chat_body(&group, c.tag(), "secret check"))
         .await?

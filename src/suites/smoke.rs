@@ -53,15 +53,6 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
     out
 }
 
-/// The first group in config order: the one every generic smoke check uses.
-fn first_group(c: &Ctx) -> anyhow::Result<String> {
-    c.config
-        .groups()
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("the router config has no model groups"))
-}
-
 async fn liveness(c: Ctx) -> anyhow::Result<()> {
     let r = c.router.with_key(None).get("/health/liveliness").await?;
     r.expect_status(200)?;
@@ -97,7 +88,7 @@ enum Strict {
 }
 
 async fn auth_refused(c: Ctx, key: Option<String>, strict: Strict) -> anyhow::Result<()> {
-    let group = first_group(&c)?;
+    let group = c.first_group()?;
     let body = c.chat_body(&group, c.tag(), "auth check");
     let refused = c.router.with_key(key).chat(&body).await?;
     let v = refused.json_or_err()?;
@@ -152,7 +143,7 @@ async fn chat_completion(c: Ctx, group: String) -> anyhow::Result<()> {
 }
 
 async fn response_format(c: Ctx) -> anyhow::Result<()> {
-    let group = first_group(&c)?;
+    let group = c.first_group()?;
     let r = c
         .router
         .chat(&c.chat_body(&group, c.tag(), "Check the format."))
@@ -177,7 +168,7 @@ async fn response_format(c: Ctx) -> anyhow::Result<()> {
 }
 
 async fn streaming(c: Ctx) -> anyhow::Result<()> {
-    let group = first_group(&c)?;
+    let group = c.first_group()?;
     let mut body = c.chat_body(&group, c.tag(), "Stream a reply.");
     body["stream_options"] = json!({"include_usage": true});
     let s = c.router.chat_stream(&body).await?;
@@ -249,7 +240,7 @@ async fn models(c: Ctx) -> anyhow::Result<()> {
 }
 
 async fn metadata_upstream(c: Ctx) -> anyhow::Result<()> {
-    let group = first_group(&c)?;
+    let group = c.first_group()?;
     let body = c.chat_body(&group, c.tag(), "metadata check");
     c.router.chat(&body).await?.expect_status(200)?;
     let journal = c
@@ -272,7 +263,7 @@ async fn metadata_upstream(c: Ctx) -> anyhow::Result<()> {
 }
 
 async fn metadata_logged(c: Ctx) -> anyhow::Result<()> {
-    let group = first_group(&c)?;
+    let group = c.first_group()?;
     let body = c.chat_body(&group, c.tag(), "metadata logging check");
     let trace_id = body["metadata"]["trace_id"].as_str().unwrap_or_default().to_owned();
     c.router.chat(&body).await?.expect_status(200)?;

@@ -99,12 +99,7 @@ async fn simulator(c: Ctx) -> anyhow::Result<()> {
 }
 
 async fn through_router(c: Ctx) -> anyhow::Result<()> {
-    let group = c
-        .config
-        .groups()
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("no model groups"))?;
+    let group = c.first_group()?;
     let base = format!("{}/v1", c.router.base);
     let results = run_sdk(&base, c.endpoints.master_key.as_deref(), &group, false).await?;
     verdict(&results, 3)
