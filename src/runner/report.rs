@@ -161,7 +161,9 @@ pub fn junit(s: &Summary) -> anyhow::Result<String> {
             Status::Failed => {
                 let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
                 let msg = c.message.clone().unwrap_or_else(|| "failed".into());
-                st.set_message(msg.lines().next().unwrap_or("failed").to_owned());
+                // One line for CI annotations, long enough to say what failed; the whole text follows.
+                let line: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).take(3).collect();
+                st.set_message(excerpt_line(&line.join(" ")));
                 st.set_description(msg);
                 st
             }
@@ -177,6 +179,14 @@ pub fn junit(s: &Summary) -> anyhow::Result<String> {
     report.add_test_suites(suites);
     report.set_time(Duration::from_secs_f64(s.wall_time_s));
     Ok(strip_root_skipped(&report.to_string()?))
+}
+
+fn excerpt_line(s: &str) -> String {
+    if s.chars().count() <= 300 {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(300).collect::<String>())
+    }
 }
 
 /// quick-junit puts a `skipped` count on <testsuites>, which Jenkins' junit-10 schema (the one
