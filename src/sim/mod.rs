@@ -1,13 +1,17 @@
-//! Provider simulator: a deterministic, fault-injecting OpenAI/vLLM-compatible upstream.
-//! Several named deployments share one listener (`/d/{deployment}/v1/...`); each has a
-//! default behaviour and scripted rules, changed at run time through the admin API; every
-//! call lands in a journal the tests read. See docs/sim.md.
+//! Provider simulator: a deterministic, fault-injecting upstream speaking OpenAI/vLLM, Azure
+//! OpenAI and Anthropic Messages. Several named deployments share one listener
+//! (`/d/{deployment}/...`); each has a default behaviour and scripted rules, changed at run
+//! time through the admin API; every call lands in a journal the tests read. See docs/sim.md.
 
 pub mod admin;
+pub mod anthropic;
 pub mod bench;
+pub mod dialect;
+pub mod embeddings;
 pub mod metrics;
 pub mod model;
 pub mod openai;
+pub mod request;
 pub mod server;
 pub mod state;
 

@@ -182,8 +182,15 @@ pub struct JournalEntry {
     pub prompt_excerpt: String,
     /// Request headers, secrets redacted.
     pub headers: Vec<(String, String)>,
+    /// The whole prompt by the word rule, cached part included.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Of `prompt_tokens`, the cached prefix this call read (Anthropic prompt caching).
+    #[serde(default)]
+    pub cache_read_input_tokens: u64,
+    /// Of `prompt_tokens`, the cached prefix this call wrote.
+    #[serde(default)]
+    pub cache_creation_input_tokens: u64,
     /// `pending` while in flight, then `ok`, `error:<status>`, `hang`, `reset`, `malformed`,
     /// `cut:<n>`, `no_usage`.
     pub outcome: String,
@@ -237,5 +244,14 @@ mod tests {
             .validate()
             .is_err()
         );
+    }
+
+    #[test]
+    fn journal_entries_from_before_prompt_caching_still_parse() {
+        let old = r#"{"seq":1,"time_ms":2,"deployment":"d","path":"/v1/chat/completions","model":"m",
+            "stream":false,"user":null,"metadata":null,"tag_matched":null,"prompt_excerpt":"hi",
+            "headers":[],"prompt_tokens":2,"completion_tokens":3,"outcome":"ok","latency_ms":4}"#;
+        let e: JournalEntry = serde_json::from_str(old).unwrap();
+        assert_eq!((e.cache_read_input_tokens, e.cache_creation_input_tokens), (0, 0));
     }
 }

@@ -1,27 +1,10 @@
-//! OpenAI wire format: parsing requests, deterministic replies and token counts, error bodies.
-//!
-//! Counting rule (documented in docs/sim.md): prompt tokens are the whitespace-separated words
-//! of every message's text plus one per message (for a legacy completion, the prompt's words,
-//! at least 1); the reply is `min(max_tokens, reply_tokens)` words drawn from a fixed
-//! vocabulary by a hash of (seed, deployment, model, prompt), so completion tokens are the
-//! reply's word count. The same request always gets the same reply and the same usage.
+//! OpenAI wire format (also Azure OpenAI's, which is OpenAI's on other paths): parsing chat
+//! and legacy completion requests into the common [`Request`], rendering replies, streams and
+//! error bodies. The counting rule lives in [`super::request`].
 
 use serde_json::{Value, json};
 
-/// A parsed chat or legacy completion request: only what the simulator uses.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    pub chat: bool,
-    pub model: String,
-    /// All prompt text (every message's content), for tag matching and hashing.
-    pub text: String,
-    pub prompt_tokens: u64,
-    pub max_tokens: Option<u64>,
-    pub stream: bool,
-    pub include_usage: bool,
-    pub user: Option<String>,
-    pub metadata: Option<Value>,
-}
+use super::request::{Kind, Reply, Request, type_name, words};
 
 /// A request the simulator refuses: status and OpenAI-shaped body.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,15 +17,11 @@ pub fn error_body(message: &str, kind: &str, param: Option<&str>, code: Option<&
     json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
 }
 
-fn invalid(message: String, param: Option<&str>) -> Refusal {
+pub fn invalid(message: String, param: Option<&str>) -> Refusal {
     Refusal {
         status: 400,
         body: error_body(&message, "invalid_request_error", param, None),
     }
-}
-
-fn words(s: &str) -> u64 {
-    s.split_whitespace().count() as u64
 }
 
 /// The text of a message's `content`: a string, or a list of `{"type":"text","text":…}` parts.
@@ -62,32 +41,50 @@ fn content_text(content: &Value) -> Result<String, String> {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// The body as a JSON object, or the refusal OpenAI gives for anything else.
+pub fn object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Refusal> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| invalid(format!("request body is not valid JSON: {e}"), None))?;
     match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
+        Value::Object(o) => Ok(o),
+        other => Err(invalid(
+            format!("request body must be a JSON object, not {}", type_name(&other)),
+            None,
+        )),
+    }
+}
+
+/// The model a request is for: `path_model` when the URL names it (Azure's deployment, which
+/// Azure serves whatever the body says), else the body's required `model`.
+pub fn model(obj: &serde_json::Map<String, Value>, path_model: Option<&str>) -> Result<String, Refusal> {
+    if let Some(m) = path_model {
+        return Ok(m.to_owned());
+    }
+    match obj.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => Ok(m.clone()),
+        Some(_) => Err(invalid("model must be a non-empty string".into(), Some("model"))),
+        None => Err(invalid("you must provide a model parameter".into(), Some("model"))),
+    }
+}
+
+/// `user`, which OpenAI refuses when it is not a string.
+pub fn user(obj: &serde_json::Map<String, Value>) -> Result<Option<String>, Refusal> {
+    match obj.get("user") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(u)) => Ok(Some(u.clone())),
+        Some(_) => Err(invalid("user must be a string".into(), Some("user"))),
     }
 }
 
 /// Parses a request body; `chat` selects chat completions or legacy completions.
 pub fn parse(body: &[u8], chat: bool) -> Result<Request, Refusal> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| invalid(format!("request body is not valid JSON: {e}"), None))?;
-    let obj = v.as_object().ok_or_else(|| {
-        invalid(
-            format!("request body must be a JSON object, not {}", type_name(&v)),
-            None,
-        )
-    })?;
-    let model = match obj.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        Some(_) => return Err(invalid("model must be a non-empty string".into(), Some("model"))),
-        None => return Err(invalid("you must provide a model parameter".into(), Some("model"))),
-    };
+    parse_for(body, chat, None)
+}
+
+/// [`parse`], with the model taken from the URL when it names one (see [`model`]).
+pub fn parse_for(body: &[u8], chat: bool, path_model: Option<&str>) -> Result<Request, Refusal> {
+    let obj = object(body)?;
+    let model = model(&obj, path_model)?;
     let (text, prompt_tokens) = if chat {
         let msgs = match obj.get("messages") {
             Some(Value::Array(m)) if !m.is_empty() => m,
@@ -157,13 +154,9 @@ pub fn parse(body: &[u8], chat: bool) -> Result<Request, Refusal> {
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let user = match obj.get("user") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(u)) => Some(u.clone()),
-        Some(_) => return Err(invalid("user must be a string".into(), Some("user"))),
-    };
+    let user = user(&obj)?;
     Ok(Request {
-        chat,
+        kind: if chat { Kind::Chat } else { Kind::Legacy },
         model,
         text,
         prompt_tokens,
@@ -172,101 +165,9 @@ pub fn parse(body: &[u8], chat: bool) -> Result<Request, Refusal> {
         include_usage,
         user,
         metadata: obj.get("metadata").cloned(),
+        cache_prefix: None,
+        embedding: None,
     })
-}
-
-const VOCAB: [&str; 32] = [
-    "the",
-    "router",
-    "answers",
-    "quickly",
-    "and",
-    "every",
-    "token",
-    "counts",
-    "a",
-    "simulated",
-    "model",
-    "replies",
-    "with",
-    "plain",
-    "words",
-    "so",
-    "tests",
-    "can",
-    "check",
-    "cost",
-    "latency",
-    "fallback",
-    "chains",
-    "hold",
-    "under",
-    "load",
-    "when",
-    "providers",
-    "fail",
-    "on",
-    "cue",
-    "today",
-];
-
-/// FNV-1a: small, stable across platforms and releases (a std hasher is neither).
-pub fn fnv(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for p in parts {
-        for b in *p {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x100000001b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
-
-/// The deterministic reply: its words and whether max_tokens truncated it.
-pub struct Reply {
-    pub words: Vec<&'static str>,
-    pub truncated: bool,
-    pub id: String,
-}
-
-impl Reply {
-    pub fn text(&self) -> String {
-        self.words.join(" ")
-    }
-    pub fn tokens(&self) -> u64 {
-        self.words.len() as u64
-    }
-    pub fn finish_reason(&self) -> &'static str {
-        if self.truncated { "length" } else { "stop" }
-    }
-}
-
-pub fn reply(seed: u64, deployment: &str, req: &Request, reply_tokens: u64) -> Reply {
-    let h = fnv(&[
-        &seed.to_le_bytes(),
-        deployment.as_bytes(),
-        req.model.as_bytes(),
-        req.text.as_bytes(),
-    ]);
-    let n = req.max_tokens.map_or(reply_tokens, |m| m.min(reply_tokens)).max(1);
-    let mut x = h;
-    let words = (0..n)
-        .map(|_| {
-            // xorshift: cheap, deterministic word choice from the request hash.
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            VOCAB[(x % VOCAB.len() as u64) as usize]
-        })
-        .collect();
-    let prefix = if req.chat { "chatcmpl" } else { "cmpl" };
-    Reply {
-        words,
-        truncated: req.max_tokens.is_some_and(|m| m < reply_tokens),
-        id: format!("{prefix}-{h:016x}"),
-    }
 }
 
 pub fn usage(prompt: u64, completion: u64) -> Value {
@@ -312,7 +213,7 @@ struct Completion<'a> {
 /// A whole (non-streamed) reply body, serialized. Typed rather than built as a `Value`:
 /// this is the simulator's hot path.
 pub fn completion_body(req: &Request, r: &Reply, created: u64, with_usage: bool) -> Vec<u8> {
-    let (message, text) = if req.chat {
+    let (message, text) = if req.chat() {
         (
             Some(Message {
                 role: "assistant",
@@ -325,7 +226,11 @@ pub fn completion_body(req: &Request, r: &Reply, created: u64, with_usage: bool)
     };
     let body = Completion {
         id: &r.id,
-        object: if req.chat { "chat.completion" } else { "text_completion" },
+        object: if req.chat() {
+            "chat.completion"
+        } else {
+            "text_completion"
+        },
         created,
         model: &req.model,
         system_fingerprint: "fp_gauntlet_sim",
@@ -347,27 +252,27 @@ pub fn completion_body(req: &Request, r: &Reply, created: u64, with_usage: bool)
 
 /// The stream's data events, in order, without `[DONE]`.
 pub fn stream_events(req: &Request, r: &Reply, created: u64, with_usage: bool) -> Vec<Value> {
-    let object = if req.chat {
+    let object = if req.chat() {
         "chat.completion.chunk"
     } else {
         "text_completion"
     };
     let chunk = |choice: Value| json!({"id": r.id, "object": object, "created": created, "model": req.model, "system_fingerprint": "fp_gauntlet_sim", "choices": [choice]});
     let mut out = Vec::with_capacity(r.words.len() + 3);
-    if req.chat {
+    if req.chat() {
         out.push(chunk(
             json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}),
         ));
     }
     for (i, w) in r.words.iter().enumerate() {
         let piece = if i == 0 { (*w).to_owned() } else { format!(" {w}") };
-        out.push(if req.chat {
+        out.push(if req.chat() {
             chunk(json!({"index": 0, "delta": {"content": piece}, "logprobs": null, "finish_reason": null}))
         } else {
             chunk(json!({"index": 0, "text": piece, "logprobs": null, "finish_reason": null}))
         });
     }
-    out.push(if req.chat {
+    out.push(if req.chat() {
         chunk(json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": r.finish_reason()}))
     } else {
         chunk(json!({"index": 0, "text": "", "logprobs": null, "finish_reason": r.finish_reason()}))
@@ -463,9 +368,48 @@ pub fn fault_error(fault: &super::Fault, prompt_tokens: u64) -> Option<(u16, Val
     })
 }
 
+/// Azure's errors are OpenAI's except content filtering, which Azure words and structures its
+/// own way (`content_filter` with a `ResponsibleAIPolicyViolation` inner error): routers that
+/// special-case Azure look for exactly that.
+pub fn azure_fault_error(fault: &super::Fault, prompt_tokens: u64) -> Option<(u16, Value, Option<u64>)> {
+    if !matches!(fault, super::Fault::ContentPolicy) {
+        return fault_error(fault, prompt_tokens);
+    }
+    let filtered = json!({"filtered": true, "severity": "high"});
+    let clean = json!({"filtered": false, "severity": "safe"});
+    Some((
+        400,
+        json!({"error": {
+            "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify your prompt and retry. (simulated)",
+            "type": null,
+            "param": "prompt",
+            "code": "content_filter",
+            "status": 400,
+            "innererror": {
+                "code": "ResponsibleAIPolicyViolation",
+                "content_filter_result": {"hate": clean, "self_harm": clean, "sexual": clean, "violence": filtered},
+            },
+        }}),
+        None,
+    ))
+}
+
+/// What Azure answers a deployment call without `api-version`: a 404 like the real service,
+/// with a message that says what is missing (the real one only says "Resource not found").
+pub fn azure_missing_api_version() -> Refusal {
+    Refusal {
+        status: 404,
+        body: json!({"error": {
+            "code": "404",
+            "message": "Resource not found (simulated): Azure OpenAI needs the api-version query parameter, e.g. ?api-version=2024-10-21",
+        }}),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::request::reply;
 
     #[test]
     fn counts_and_replies_deterministically() {
@@ -549,6 +493,13 @@ mod fuzz {
                         Just("max_tokens".to_owned()),
                         Just("stream".to_owned()),
                         Just("user".to_owned()),
+                        Just("system".to_owned()),
+                        Just("input".to_owned()),
+                        Just("type".to_owned()),
+                        Just("text".to_owned()),
+                        Just("cache_control".to_owned()),
+                        Just("metadata".to_owned()),
+                        Just("user_id".to_owned()),
                         ".{0,6}",
                     ],
                     inner,
@@ -574,6 +525,19 @@ mod fuzz {
             if let Err(r) = super::parse(v.to_string().as_bytes(), chat) {
                 prop_assert!((400..500).contains(&r.status));
                 prop_assert!(r.body["error"]["message"].is_string());
+            }
+        }
+
+        #[test]
+        fn other_dialects_never_panic_on_json(v in value()) {
+            let body = v.to_string();
+            for r in [
+                crate::sim::anthropic::parse(body.as_bytes()),
+                crate::sim::embeddings::parse(body.as_bytes(), None),
+            ] {
+                if let Err(r) = r {
+                    prop_assert!((400..500).contains(&r.status));
+                }
             }
         }
 

@@ -1,5 +1,6 @@
-//! The simulator's HTTP side: OpenAI endpoints per deployment, faults, streams, and an accept
-//! loop of its own so a `reset` fault can abort the TCP connection (axum's serve cannot).
+//! The simulator's HTTP side: every dialect's endpoints per deployment, the one path that
+//! applies behaviours, rules, journal, metrics and faults to them, streams, and an accept loop
+//! of its own so a `reset` fault can abort the TCP connection (axum's serve cannot).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,17 +9,19 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State as AxState};
+use axum::extract::{FromRequest, FromRequestParts, Path, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::routing::{MethodRouter, get, post};
+use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::dialect::Dialect;
 use super::model::{Behaviour, Fault, JournalEntry};
-use super::openai::{self, Refusal};
+use super::openai;
+use super::request::{CacheUse, Kind, reply};
 use super::state::{Deployment, State};
 
 /// A hang is answered by the client giving up; this cap keeps an abandoned one from living
@@ -33,24 +36,20 @@ pub type Shared = Arc<State>;
 pub struct ResetFlag(Arc<AtomicBool>);
 
 pub fn router(state: Shared) -> Router {
-    Router::new()
+    let mut r = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(super::metrics::all))
         .route("/d/{deployment}/health", get(deployment_health))
         .route("/d/{deployment}/metrics", get(super::metrics::one))
-        .route("/d/{deployment}/v1/chat/completions", post(chat))
-        .route("/d/{deployment}/v1/completions", post(legacy))
         .route("/d/{deployment}/v1/models", get(models))
-        .route(
-            "/v1/chat/completions",
-            post(|s, h, f, b| chat(s, Path("default".into()), h, f, b)),
-        )
-        .route(
-            "/v1/completions",
-            post(|s, h, f, b| legacy(s, Path("default".into()), h, f, b)),
-        )
-        .route("/v1/models", get(|s| models(s, Path("default".into()))))
-        .merge(super::admin::router())
+        .route("/v1/models", get(|s| models(s, Path("default".into()))));
+    // Unprefixed, the model routes serve the `default` deployment (see `Call`).
+    for prefix in ["/d/{deployment}", ""] {
+        for (path, dialect) in MODEL_ROUTES {
+            r = r.route(&format!("{prefix}{path}"), call(dialect));
+        }
+    }
+    r.merge(super::admin::router())
         .fallback(|| async {
             refuse(
                 404,
@@ -62,12 +61,102 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
+/// Picks a call's dialect; Azure's takes its deployment and api-version from the request.
+type DialectOf = fn(&Call) -> Dialect;
+
+/// Each model route and the dialect it speaks.
+const MODEL_ROUTES: [(&str, DialectOf); 10] = [
+    ("/v1/chat/completions", |_| Dialect::OpenAi(Kind::Chat)),
+    ("/v1/completions", |_| Dialect::OpenAi(Kind::Legacy)),
+    ("/v1/embeddings", |_| Dialect::OpenAi(Kind::Embeddings)),
+    ("/v1/messages", |_| Dialect::Anthropic),
+    ("/openai/deployments/{azure_deployment}/chat/completions", |c| {
+        c.azure(Kind::Chat)
+    }),
+    ("/openai/deployments/{azure_deployment}/completions", |c| {
+        c.azure(Kind::Legacy)
+    }),
+    ("/openai/deployments/{azure_deployment}/embeddings", |c| {
+        c.azure(Kind::Embeddings)
+    }),
+    ("/openai/v1/chat/completions", |c| c.azure(Kind::Chat)),
+    ("/openai/v1/completions", |c| c.azure(Kind::Legacy)),
+    ("/openai/v1/embeddings", |c| c.azure(Kind::Embeddings)),
+];
+
+fn call(dialect: DialectOf) -> MethodRouter<Shared> {
+    post(move |c: Call| async move {
+        let d = dialect(&c);
+        complete(c, d).await
+    })
+}
+
+/// What a model call brings: its deployment (`default` on the unprefixed routes), Azure's
+/// deployment and api-version when the route has them, headers, reset flag and body.
+struct Call {
+    state: Shared,
+    deployment: String,
+    azure_deployment: Option<String>,
+    api_version: Option<String>,
+    headers: HeaderMap,
+    flag: Option<ResetFlag>,
+    body: Bytes,
+}
+
+impl Call {
+    fn azure(&self, kind: Kind) -> Dialect {
+        Dialect::Azure {
+            kind,
+            deployment: self.azure_deployment.clone(),
+            api_version: self.api_version.clone(),
+        }
+    }
+}
+
+#[derive(Default, serde::Deserialize)]
+struct RouteParams {
+    deployment: Option<String>,
+    azure_deployment: Option<String>,
+}
+
+impl FromRequest<Shared> for Call {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &Shared) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let params = Path::<RouteParams>::from_request_parts(&mut parts, state)
+            .await
+            .map(|p| p.0)
+            .unwrap_or_default();
+        let api_version = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == "api-version")
+                .map(|(_, v)| v.to_owned())
+        });
+        let headers = parts.headers.clone();
+        let flag = parts.extensions.get::<ResetFlag>().cloned();
+        let body = Bytes::from_request(axum::extract::Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            state: state.clone(),
+            deployment: params.deployment.unwrap_or_else(|| "default".into()),
+            azure_deployment: params.azure_deployment,
+            api_version,
+            headers,
+            flag,
+            body,
+        })
+    }
+}
+
 fn refuse(status: u16, msg: &str, kind: &str, code: Option<&str>) -> Response {
     let s = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
     (s, Json(openai::error_body(msg, kind, None, code))).into_response()
 }
 
-fn unknown_deployment(state: &State, name: &str) -> Response {
+fn unknown_deployment(state: &State, name: &str, dialect: &Dialect) -> Response {
     let known: Vec<String> = state
         .deployments
         .read()
@@ -75,24 +164,27 @@ fn unknown_deployment(state: &State, name: &str) -> Response {
         .keys()
         .cloned()
         .collect();
-    refuse(
-        404,
-        &format!("unknown deployment '{name}' (known: {})", known.join(", ")),
-        "invalid_request_error",
-        Some("deployment_not_found"),
-    )
+    dialect
+        .refusal(
+            404,
+            &format!("unknown deployment '{name}' (known: {})", known.join(", ")),
+            "deployment_not_found",
+        )
+        .into_response()
 }
+
+const OPENAI: Dialect = Dialect::OpenAi(Kind::Chat);
 
 async fn deployment_health(AxState(s): AxState<Shared>, Path(d): Path<String>) -> Response {
     match s.deployment(&d) {
         Some(_) => Json(json!({"status": "ok", "deployment": d})).into_response(),
-        None => unknown_deployment(&s, &d),
+        None => unknown_deployment(&s, &d, &OPENAI),
     }
 }
 
 async fn models(AxState(s): AxState<Shared>, Path(d): Path<String>) -> Response {
     let Some(dep) = s.deployment(&d) else {
-        return unknown_deployment(&s, &d);
+        return unknown_deployment(&s, &d, &OPENAI);
     };
     let data: Vec<Value> = dep
         .spec
@@ -101,26 +193,6 @@ async fn models(AxState(s): AxState<Shared>, Path(d): Path<String>) -> Response 
         .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "gauntlet-sim"}))
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
-}
-
-async fn chat(
-    s: AxState<Shared>,
-    d: Path<String>,
-    h: HeaderMap,
-    f: Option<Extension<ResetFlag>>,
-    body: Bytes,
-) -> Response {
-    complete(s, d, h, f, body, true).await
-}
-
-async fn legacy(
-    s: AxState<Shared>,
-    d: Path<String>,
-    h: HeaderMap,
-    f: Option<Extension<ResetFlag>>,
-    body: Bytes,
-) -> Response {
-    complete(s, d, h, f, body, false).await
 }
 
 /// The per-request override: `x-sim-behaviour: <Behaviour JSON>`, `x-sim-fault: <shorthand>`,
@@ -212,7 +284,7 @@ fn redacted_headers(h: &HeaderMap) -> Vec<(String, String)> {
 fn delay(base: Option<u64>, jitter: Option<u64>, seed: u64, seq: u64, salt: u64) -> Duration {
     let base = base.unwrap_or(0) as f64;
     let j = jitter.unwrap_or(0) as f64;
-    let r = super::state::unit(openai::fnv(&[
+    let r = super::state::unit(super::request::fnv(&[
         &seed.to_le_bytes(),
         &seq.to_le_bytes(),
         &salt.to_le_bytes(),
@@ -220,31 +292,27 @@ fn delay(base: Option<u64>, jitter: Option<u64>, seed: u64, seq: u64, salt: u64)
     Duration::from_secs_f64(((base + (r * 2.0 - 1.0) * j).max(0.0)) / 1000.0)
 }
 
-async fn complete(
-    AxState(s): AxState<Shared>,
-    Path(d): Path<String>,
-    headers: HeaderMap,
-    flag: Option<Extension<ResetFlag>>,
-    body: Bytes,
-    chat: bool,
-) -> Response {
+/// One model call, whatever its dialect: behaviour, rules, journal, metrics, faults.
+async fn complete(c: Call, dialect: Dialect) -> Response {
     let start = Instant::now();
+    let Call {
+        state: s,
+        deployment: d,
+        headers,
+        flag,
+        body,
+        ..
+    } = c;
     let Some(dep) = s.deployment(&d) else {
-        return unknown_deployment(&s, &d);
+        return unknown_deployment(&s, &d, &dialect);
     };
-    let req = match openai::parse(&body, chat) {
+    let req = match dialect.parse(&body) {
         Ok(r) => r,
-        Err(Refusal { status, body }) => {
-            return (
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-                Json(body),
-            )
-                .into_response();
-        }
+        Err(refusal) => return refusal.into_response(),
     };
     let over = match header_override(&headers) {
         Ok(o) => o,
-        Err(msg) => return refuse(400, &msg, "invalid_request_error", Some("invalid_header")),
+        Err(msg) => return dialect.refusal(400, &msg, "invalid_header").into_response(),
     };
     let decision = s.decide(&dep, req.user.as_deref(), &req.text);
     let (behaviour, tag) = match over {
@@ -256,11 +324,7 @@ async fn complete(
         seq,
         time_ms: now_ms(),
         deployment: d.clone(),
-        path: if chat {
-            "/v1/chat/completions".into()
-        } else {
-            "/v1/completions".into()
-        },
+        path: dialect.journal_path(),
         model: req.model.clone(),
         stream: req.stream,
         user: req.user.clone(),
@@ -269,16 +333,14 @@ async fn complete(
         prompt_excerpt: req.text.chars().take(200).collect(),
         headers: redacted_headers(&headers),
         prompt_tokens: req.prompt_tokens,
-        completion_tokens: 0,
         outcome: "pending".into(),
-        latency_ms: 0,
+        ..JournalEntry::default()
     });
     let m = &dep.metrics;
     m.running.fetch_add(1, Ordering::Relaxed);
     let _running = Running(dep.clone());
-    let reply = openai::reply(s.seed, &d, &req, dep.spec.reply_tokens());
-    let finish = |outcome: &str, completion: u64| {
-        s.journal_finish(seq, outcome, completion, start.elapsed().as_millis() as u64);
+    let finish = |outcome: &str, completion: u64, cache: CacheUse| {
+        s.journal_finish(seq, outcome, completion, start.elapsed().as_millis() as u64, cache);
     };
     let wait = if req.stream {
         behaviour.ttft_ms.or(behaviour.latency_ms)
@@ -292,118 +354,171 @@ async fn complete(
             .unwrap_or_else(|e| e.into_inner())
             .entry(fault.kind())
             .or_default() += 1;
-        match fault {
-            Fault::Hang => {
-                // Visible in the journal while it hangs: tests can see the router called.
-                finish("hang", 0);
-                tokio::time::sleep(HANG_CAP).await;
-                return refuse(
-                    504,
-                    "simulated hang reached the simulator's cap",
-                    "server_error",
-                    Some("timeout"),
-                );
-            }
-            Fault::Reset => {
-                pause(first_delay).await;
-                finish("reset", 0);
-                if let Some(Extension(f)) = flag {
-                    f.0.store(true, Ordering::SeqCst);
-                }
-                // The stream refuses this response and the connection closes with a RST.
-                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-            }
-            Fault::Malformed => {
-                pause(first_delay).await;
-                finish("malformed", 0);
-                return (
-                    [("content-type", "application/json")],
-                    "{\"id\": \"chatcmpl-broken\", \"choices\": [{\"message\": ",
-                )
-                    .into_response();
-            }
-            f => {
-                if let Some((status, body, retry)) = openai::fault_error(f, req.prompt_tokens) {
-                    pause(first_delay).await;
-                    finish(&format!("error:{status}"), 0);
-                    let mut resp = (
-                        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                        Json(body),
-                    )
-                        .into_response();
-                    if let Some(r) = retry.and_then(|r| HeaderValue::from_str(&r.to_string()).ok()) {
-                        resp.headers_mut().insert("retry-after", r);
-                    }
-                    return with_ids(resp, &d, seq);
-                }
-            }
+        let failed = Failure {
+            dialect: &dialect,
+            prompt_tokens: req.prompt_tokens,
+            first_delay,
+            finish: &finish,
+        };
+        if let Some(resp) = failed.answer(fault, flag).await {
+            return with_ids(resp, &d, seq);
         }
     }
+    let reply = reply(s.seed, &d, &req, dep.spec.reply_tokens());
+    // Only an answered request writes the prompt cache, as a provider's would.
+    let cache = req
+        .cache_prefix
+        .map_or_else(CacheUse::default, |p| dep.prompt_cache.touch(p));
     let with_usage = !matches!(behaviour.fault, Some(Fault::NoUsage));
     let outcome = behaviour.fault.as_ref().map_or_else(|| "ok".to_owned(), Fault::outcome);
     let created = now_ms() / 1000;
     m.prompt_tokens.fetch_add(req.prompt_tokens, Ordering::Relaxed);
+    m.generation_tokens.fetch_add(reply.tokens(), Ordering::Relaxed);
     if !req.stream {
         pause(first_delay).await;
         m.ttft.observe(start.elapsed().as_secs_f64());
         m.e2e.observe(start.elapsed().as_secs_f64());
         m.success.fetch_add(1, Ordering::Relaxed);
-        m.generation_tokens.fetch_add(reply.tokens(), Ordering::Relaxed);
-        finish(&outcome, reply.tokens());
-        let body = openai::completion_body(&req, &reply, created, with_usage);
+        finish(&outcome, reply.tokens(), cache);
+        let body = dialect.body(s.seed, &req, &reply, cache, created, with_usage);
         return with_ids(([("content-type", "application/json")], body).into_response(), &d, seq);
     }
-    let mut events = openai::stream_events(&req, &reply, created, with_usage);
+    let (mut frames, end) = dialect.stream(&req, &reply, cache, created, with_usage);
     let cut = match behaviour.fault {
         Some(Fault::CutStream { after_chunks }) => Some(after_chunks as usize),
         _ => None,
     };
     if let Some(n) = cut {
-        events.truncate(n);
+        frames.truncate(n);
     }
-    finish(&outcome, reply.tokens());
+    finish(&outcome, reply.tokens(), cache);
     m.success.fetch_add(u64::from(cut.is_none()), Ordering::Relaxed);
-    m.generation_tokens.fetch_add(reply.tokens(), Ordering::Relaxed);
-    let itl = behaviour.itl_ms;
-    let jitter = behaviour.jitter_ms;
-    let seed = s.seed;
-    let dep2 = dep.clone();
+    let pacing = Pacing {
+        first: first_delay,
+        itl: behaviour.itl_ms,
+        jitter: behaviour.jitter_ms,
+        seed: s.seed,
+        seq,
+    };
+    let end = if cut.is_some() { Ended::Cut } else { Ended::With(end) };
+    with_ids(sse(dep, start, frames, end, pacing), &d, seq)
+}
+
+/// The faults that answer instead of the model: hang, reset, malformed, HTTP errors.
+struct Failure<'a> {
+    dialect: &'a Dialect,
+    prompt_tokens: u64,
+    first_delay: Duration,
+    finish: &'a (dyn Fn(&str, u64, CacheUse) + Sync),
+}
+
+impl Failure<'_> {
+    /// The response to send instead of a reply; None for faults that still reply
+    /// (`no_usage`, `cut_stream`).
+    async fn answer(&self, fault: &Fault, flag: Option<ResetFlag>) -> Option<Response> {
+        let finish = |outcome: &str| (self.finish)(outcome, 0, CacheUse::default());
+        match fault {
+            Fault::Hang => {
+                // Visible in the journal while it hangs: tests can see the router called.
+                finish("hang");
+                tokio::time::sleep(HANG_CAP).await;
+                let msg = "simulated hang reached the simulator's cap";
+                Some(self.dialect.refusal(504, msg, "timeout").into_response())
+            }
+            Fault::Reset => {
+                pause(self.first_delay).await;
+                finish("reset");
+                if let Some(f) = flag {
+                    f.0.store(true, Ordering::SeqCst);
+                }
+                // The stream refuses this response and the connection closes with a RST.
+                Some(StatusCode::INTERNAL_SERVER_ERROR.into_response())
+            }
+            Fault::Malformed => {
+                pause(self.first_delay).await;
+                finish("malformed");
+                Some(
+                    (
+                        [("content-type", "application/json")],
+                        "{\"id\": \"chatcmpl-broken\", \"choices\": [{\"message\": ",
+                    )
+                        .into_response(),
+                )
+            }
+            f => {
+                let (status, body, retry) = self.dialect.fault_error(f, self.prompt_tokens)?;
+                pause(self.first_delay).await;
+                finish(&format!("error:{status}"));
+                let mut resp = (
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    Json(body),
+                )
+                    .into_response();
+                if let Some(r) = retry.and_then(|r| HeaderValue::from_str(&r.to_string()).ok()) {
+                    resp.headers_mut().insert("retry-after", r);
+                }
+                Some(resp)
+            }
+        }
+    }
+}
+
+/// When a stream's events go out.
+struct Pacing {
+    first: Duration,
+    itl: Option<u64>,
+    jitter: Option<u64>,
+    seed: u64,
+    seq: u64,
+}
+
+/// How a stream ends: with the dialect's terminator (if it has one), or broken by a cut.
+enum Ended {
+    With(Option<Bytes>),
+    Cut,
+}
+
+fn sse(dep: Arc<Deployment>, start: Instant, frames: Vec<Bytes>, end: Ended, p: Pacing) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     tokio::spawn(async move {
-        pause(first_delay).await;
-        dep2.metrics.ttft.observe(start.elapsed().as_secs_f64());
-        for (i, ev) in events.iter().enumerate() {
-            if i > 0 && itl.is_some() {
-                tokio::time::sleep(delay(itl, jitter, seed, seq, 2 + i as u64)).await;
+        pause(p.first).await;
+        dep.metrics.ttft.observe(start.elapsed().as_secs_f64());
+        for (i, frame) in frames.into_iter().enumerate() {
+            if i > 0 && p.itl.is_some() {
+                tokio::time::sleep(delay(p.itl, p.jitter, p.seed, p.seq, 2 + i as u64)).await;
             }
-            if tx.send(Ok(Bytes::from(format!("data: {ev}\n\n")))).await.is_err() {
+            if tx.send(Ok(frame)).await.is_err() {
                 return;
             }
         }
-        if cut.is_some() {
-            // An error ends the body without the terminating chunk: the client sees the
-            // connection close mid-stream. First let hyper take and write what was sent, or
-            // the abort would drop the events still in its buffer.
-            let drained = async {
-                while tx.capacity() < tx.max_capacity() {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+        match end {
+            Ended::Cut => {
+                // An error ends the body without the terminating event: the client sees the
+                // connection close mid-stream. First let hyper take and write what was sent,
+                // or the abort would drop the events still in its buffer.
+                let drained = async {
+                    while tx.capacity() < tx.max_capacity() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), drained).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = tx.send(Err(std::io::Error::other("simulated cut stream"))).await;
+            }
+            Ended::With(end) => {
+                if let Some(end) = end {
+                    let _ = tx.send(Ok(end)).await;
                 }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(1), drained).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let _ = tx.send(Err(std::io::Error::other("simulated cut stream"))).await;
-            return;
+                dep.metrics.e2e.observe(start.elapsed().as_secs_f64());
+            }
         }
-        let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
-        dep2.metrics.e2e.observe(start.elapsed().as_secs_f64());
     });
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let resp = Response::builder()
+    Response::builder()
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
         .body(body)
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
-    with_ids(resp, &d, seq)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// Decrements the running gauge however the request ends (even when the client goes away).

@@ -2,16 +2,20 @@
 //! journal, and the counters behind /metrics. Locks are held only to copy or push small
 //! values, never across an await.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::DeploymentSpec;
 use super::model::{Behaviour, JournalEntry, JournalQuery, Rule, When};
-use super::openai::fnv;
+use super::request::{CachePrefix, CacheUse, fnv};
 
 /// Journal entries kept at most (oldest dropped first): a soak must not grow without bound.
 pub const JOURNAL_CAP: usize = 100_000;
+
+/// Prompt-cache prefixes a deployment remembers at most (oldest forgotten first), for the
+/// same reason.
+pub const PROMPT_CACHE_CAP: usize = 100_000;
 
 pub struct RuleSlot {
     pub id: u64,
@@ -25,6 +29,43 @@ pub struct Deployment {
     pub behaviour: RwLock<Behaviour>,
     pub rules: RwLock<Vec<Arc<RuleSlot>>>,
     pub metrics: Metrics,
+    pub prompt_cache: PromptCache,
+}
+
+/// The cacheable prefixes a deployment has seen, like a provider's prompt cache but without
+/// expiry, so whether a request reads or creates one depends only on the requests before it.
+#[derive(Default)]
+pub struct PromptCache(Mutex<(HashSet<u64>, VecDeque<u64>)>);
+
+impl PromptCache {
+    /// How a request with this prefix uses the cache: created the first time, read after.
+    pub fn touch(&self, prefix: CachePrefix) -> CacheUse {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (seen, order) = &mut *guard;
+        if seen.contains(&prefix.key) {
+            return CacheUse {
+                read: prefix.tokens,
+                creation: 0,
+            };
+        }
+        if order.len() >= PROMPT_CACHE_CAP
+            && let Some(old) = order.pop_front()
+        {
+            seen.remove(&old);
+        }
+        seen.insert(prefix.key);
+        order.push_back(prefix.key);
+        CacheUse {
+            read: 0,
+            creation: prefix.tokens,
+        }
+    }
+
+    pub fn clear(&self) {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        guard.0.clear();
+        guard.1.clear();
+    }
 }
 
 #[derive(Default)]
@@ -107,6 +148,7 @@ impl State {
             behaviour: RwLock::new(spec.behaviour.clone()),
             rules: RwLock::default(),
             metrics: Metrics::default(),
+            prompt_cache: PromptCache::default(),
             spec,
         };
         all.insert(d.spec.name.clone(), Arc::new(d));
@@ -185,13 +227,15 @@ impl State {
     }
 
     /// Updates the entry `seq` once its outcome is known.
-    pub fn journal_finish(&self, seq: u64, outcome: &str, completion_tokens: u64, latency_ms: u64) {
+    pub fn journal_finish(&self, seq: u64, outcome: &str, completion_tokens: u64, latency_ms: u64, cache: CacheUse) {
         let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
         // Entries are pushed in roughly seq order; search from the back, where recent ones are.
         if let Some(e) = j.iter_mut().rev().find(|e| e.seq == seq) {
             e.outcome = outcome.to_owned();
             e.completion_tokens = completion_tokens;
             e.latency_ms = latency_ms;
+            e.cache_read_input_tokens = cache.read;
+            e.cache_creation_input_tokens = cache.creation;
         }
     }
 
@@ -217,6 +261,7 @@ impl State {
         self.journal.lock().unwrap_or_else(|e| e.into_inner()).clear();
         for d in self.deployments.read().unwrap_or_else(|e| e.into_inner()).values() {
             d.rules.write().unwrap_or_else(|e| e.into_inner()).clear();
+            d.prompt_cache.clear();
             *d.behaviour.write().unwrap_or_else(|e| e.into_inner()) = d.spec.behaviour.clone();
         }
     }
