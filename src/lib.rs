@@ -4,6 +4,7 @@
 //! test case and a request flow through the modules below.
 
 pub mod client;
+pub mod config;
 pub mod error;
 pub mod ledger;
 pub mod redact;

@@ -1,32 +1,37 @@
-//! The team's price table (`stack/prices.toml`): USD per token, per deployment. The ledger
-//! bills from this, never from the router's own prices.
+//! What each deployment should cost, from the team's router config itself (`model_info` /
+//! `litellm_params` prices, read by `config::pricing`): the router bills from those same
+//! lines, so there is one source of truth and a $0 bill is never mistaken for a price. The
+//! ledger's own settings (currency, tolerance, tenants) come from the manifest's `[ledger]`.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::error::RunError;
+use crate::config::RouterConfig;
+use crate::config::pricing::{Price, Pricing, Tokens};
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[ledger]` of the stack manifest.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct PriceTable {
+pub struct LedgerSettings {
     #[serde(default = "usd")]
     pub currency: String,
     /// Absolute difference under which two costs agree (float sums from different sources).
     #[serde(default = "tolerance")]
     pub tolerance_usd: f64,
-    /// Tenants the ledger suite bills, one case each.
+    /// Tenants the ledger suite bills when the router config names no teams.
     #[serde(default)]
     pub tenants: Vec<String>,
-    #[serde(default)]
-    pub deployments: BTreeMap<String, Price>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    pub input_per_token: f64,
-    pub output_per_token: f64,
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        Self {
+            currency: usd(),
+            tolerance_usd: tolerance(),
+            tenants: Vec::new(),
+        }
+    }
 }
 
 fn usd() -> String {
@@ -36,28 +41,37 @@ fn tolerance() -> f64 {
     1e-9
 }
 
+#[derive(Debug, Clone, Default)]
+pub struct PriceTable {
+    pub currency: String,
+    pub tolerance_usd: f64,
+    deployments: BTreeMap<String, Pricing>,
+}
+
 impl PriceTable {
-    pub fn parse(origin: &str, text: &str) -> Result<Self, RunError> {
-        let t: Self =
-            toml::from_str(text).map_err(|e| RunError::usage(format!("{origin}: invalid price table: {e}")))?;
-        for (d, p) in &t.deployments {
-            if !(p.input_per_token >= 0.0 && p.output_per_token >= 0.0) {
-                return Err(RunError::usage(format!(
-                    "{origin}: deployments.{d}: prices must be >= 0"
-                )));
-            }
+    pub fn from_config(cfg: &RouterConfig, settings: &LedgerSettings) -> Self {
+        Self {
+            currency: settings.currency.clone(),
+            tolerance_usd: settings.tolerance_usd,
+            deployments: cfg
+                .deployments
+                .iter()
+                .map(|d| (d.id.clone(), d.pricing.clone()))
+                .collect(),
         }
-        Ok(t)
+    }
+
+    pub fn pricing(&self, deployment: &str) -> Option<&Pricing> {
+        self.deployments.get(deployment)
     }
 
     pub fn price(&self, deployment: &str) -> Option<Price> {
-        self.deployments.get(deployment).copied()
+        self.pricing(deployment).and_then(Pricing::price)
     }
 
     /// Expected cost of a request served by `deployment` with these token counts.
-    pub fn cost(&self, deployment: &str, prompt_tokens: u64, completion_tokens: u64) -> Option<f64> {
-        self.price(deployment)
-            .map(|p| prompt_tokens as f64 * p.input_per_token + completion_tokens as f64 * p.output_per_token)
+    pub fn cost(&self, deployment: &str, tokens: Tokens) -> Option<f64> {
+        self.price(deployment).map(|p| p.cost(tokens))
     }
 
     /// Whether two costs agree within the table's tolerance (relative for large sums).
@@ -71,23 +85,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_table_covers_every_default_deployment() {
+    fn the_default_stack_prices_every_deployment_from_its_config() {
         let m = crate::stack::manifest::Manifest::builtin().unwrap();
-        let t = PriceTable::parse("prices.toml", &m.prices.text).unwrap();
-        let c = crate::stack::router_config::RouterConfig::parse("r", &m.router_config.text).unwrap();
+        let c = RouterConfig::from_document(&m.router_config.doc).unwrap();
+        let t = PriceTable::from_config(&c, &m.ledger);
         for d in &c.deployments {
             assert!(t.price(&d.id).is_some(), "no price for {}", d.id);
         }
-        let cost = t.cost("primary", 10, 5).unwrap();
+        let tokens = Tokens {
+            prompt: 10,
+            completion: 5,
+            ..Tokens::default()
+        };
+        let cost = t.cost("primary", tokens).unwrap();
         assert!(t.agrees(cost, 10.0 * 0.000002 + 5.0 * 0.000008));
         assert!(!t.agrees(cost, cost * 1.01));
-    }
-
-    #[test]
-    fn bad_tables_are_usage_errors() {
-        let e = PriceTable::parse("p.toml", "[deployments.a]\ninput_per_token = -1\noutput_per_token = 0").unwrap_err();
-        assert!(e.to_string().contains("deployments.a"), "{e}");
-        let e = PriceTable::parse("p.toml", "[deployments.a]\ninput = 1").unwrap_err();
-        assert!(e.to_string().starts_with("p.toml: invalid price table"), "{e}");
     }
 }

@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use super::prices::PriceTable;
+use crate::config::pricing::Tokens;
 
 /// Tokens and cost as one source saw them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -13,7 +14,23 @@ pub struct View {
     pub deployment: Option<String>,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    /// Of the prompt tokens, read from / written to the provider's prompt cache (only the
+    /// upstream reports these).
+    pub cache_read_tokens: Option<u64>,
+    pub cache_creation_tokens: Option<u64>,
     pub cost: Option<f64>,
+}
+
+impl View {
+    /// The tokens a price applies to; `None` when the counts are missing.
+    pub fn tokens(&self) -> Option<Tokens> {
+        Some(Tokens {
+            prompt: self.prompt_tokens?,
+            completion: self.completion_tokens?,
+            cache_read: self.cache_read_tokens.unwrap_or(0),
+            cache_creation: self.cache_creation_tokens.unwrap_or(0),
+        })
+    }
 }
 
 impl View {
@@ -24,6 +41,7 @@ impl View {
             prompt_tokens: p.get("prompt_tokens").and_then(Value::as_u64),
             completion_tokens: p.get("completion_tokens").and_then(Value::as_u64),
             cost: p.get("response_cost").and_then(Value::as_f64),
+            ..Self::default()
         }
     }
 }
@@ -94,7 +112,13 @@ pub fn reconcile(
         flag("no source reports token counts".into());
         return out;
     };
-    let Some(expected) = prices.cost(deployment, p, c) else {
+    let tokens = Tokens {
+        prompt: p,
+        completion: c,
+        cache_read: upstream.cache_read_tokens.unwrap_or(0),
+        cache_creation: upstream.cache_creation_tokens.unwrap_or(0),
+    };
+    let Some(expected) = prices.cost(deployment, tokens) else {
         flag(format!("deployment {deployment} is not in the price table"));
         return out;
     };
@@ -118,7 +142,12 @@ mod tests {
     use super::*;
 
     fn table() -> PriceTable {
-        PriceTable::parse("p", "[deployments.a]\ninput_per_token = 0.001\noutput_per_token = 0.002\n[deployments.b]\ninput_per_token = 0.01\noutput_per_token = 0.02").unwrap()
+        let cfg = crate::config::RouterConfig::parse(
+            "r.yaml",
+            "model_list:\n  - {model_name: g, litellm_params: {model: x}, model_info: {id: a, input_cost_per_token: 0.001, output_cost_per_token: 0.002}}\n  - {model_name: g, litellm_params: {model: x}, model_info: {id: b, input_cost_per_token: 0.01, output_cost_per_token: 0.02}}\n",
+        )
+        .unwrap();
+        PriceTable::from_config(&cfg, &crate::ledger::prices::LedgerSettings::default())
     }
 
     fn view(d: &str, p: u64, c: u64, cost: Option<f64>) -> View {
@@ -127,6 +156,7 @@ mod tests {
             prompt_tokens: Some(p),
             completion_tokens: Some(c),
             cost,
+            ..View::default()
         }
     }
 

@@ -1,11 +1,12 @@
 //! Command-line dispatch. Anything that is not a subcommand is libtest arguments for
 //! `gauntlet test`, so `gauntlet --list`, `gauntlet smoke::` and a bare `gauntlet` run the
-//! suites exactly as a libtest binary would.
+//! suites exactly as a libtest binary would. Which first arguments are subcommands is read from
+//! clap's own `Cli::command()`, never from a list kept beside it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -23,8 +24,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the suites (the default); takes libtest's arguments.
-    #[command(disable_help_flag = true)]
+    #[command(disable_help_flag = true, override_usage = "gauntlet test [OPTIONS] [FILTER]")]
     Test {
+        /// libtest's arguments (--list, FILTER, --exact, --skip, --ignored, --test-threads N, ...):
+        /// see `gauntlet test --help`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -39,7 +42,7 @@ enum Command {
         state: Option<PathBuf>,
     },
     /// Mirror your own LiteLLM config: same models, chains, timeouts, retries and prices,
-    /// every deployment pointed at the simulator. Writes gauntlet.toml, router.yaml, prices.toml.
+    /// every deployment pointed at the simulator. Writes gauntlet.toml, router.yaml and MIRROR.md.
     Mirror {
         /// Your LiteLLM config.yaml.
         config: PathBuf,
@@ -62,38 +65,49 @@ enum Bench {
     Sim(crate::sim::BenchArgs),
 }
 
-const SUBCOMMANDS: &[&str] = &[
-    "test",
-    "sim",
-    "up",
-    "down",
-    "provision",
-    "bench",
-    "help",
-    "-h",
-    "--help",
-    "-V",
-    "--version",
-];
+/// Whether `word`, the first argument, is for [`Cli`] rather than libtest: one of its
+/// subcommands (by name, alias or flag form, `help` included) or one of its own flags (`-h`,
+/// `--help`, `-V`, `--version`). Read from clap's `Cli::command()`, so a new subcommand is
+/// dispatched without a list to keep in step.
+fn is_cli_word(word: &str) -> bool {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let long = word.strip_prefix("--");
+    let short = word.strip_prefix('-').filter(|s| !s.starts_with('-'));
+    let is_short = |c: char| short.is_some_and(|s| s.len() == c.len_utf8() && s.starts_with(c));
+    let is_long = |l: &str| long == Some(l);
+    let subcommand = cmd.get_subcommands().any(|s| {
+        s.get_name() == word
+            || s.get_all_aliases().any(|a| a == word)
+            || s.get_short_flag().is_some_and(is_short)
+            || s.get_all_short_flag_aliases().any(is_short)
+            || s.get_long_flag().is_some_and(is_long)
+            || s.get_all_long_flag_aliases().any(is_long)
+    });
+    subcommand
+        || cmd.get_arguments().any(|a| {
+            a.get_short().is_some_and(is_short)
+                || a.get_all_short_aliases().is_some_and(|v| v.into_iter().any(is_short))
+                || a.get_long().is_some_and(is_long)
+                || a.get_all_aliases().is_some_and(|v| v.into_iter().any(is_long))
+        })
+}
 
 pub fn main(args: Vec<String>) -> ExitCode {
     let first = args.get(1).map(String::as_str).unwrap_or("");
-    if !SUBCOMMANDS.contains(&first) {
-        return super::run_tests(args);
+    if !is_cli_word(first) {
+        note_near_subcommand(first);
+        return run_tests(args, "gauntlet");
     }
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { crate::error::exit::USAGE } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(e) => return print_clap_error(&e),
     };
     let result = match cli.command {
         Command::Test { args: rest } => {
             let mut argv = vec![args[0].clone()];
             argv.extend(rest);
-            return super::run_tests(argv);
+            return run_tests(argv, "gauntlet test");
         }
         Command::Up(a) => super::up::up(a),
         Command::Down { state } => super::up::down(state),
@@ -113,23 +127,90 @@ pub fn main(args: Vec<String>) -> ExitCode {
     }
 }
 
+fn print_clap_error(e: &clap::Error) -> ExitCode {
+    let code = if e.use_stderr() { crate::error::exit::USAGE } else { 0 };
+    let _ = e.print();
+    ExitCode::from(code)
+}
+
+/// Runs the suites with libtest arguments `argv` (`argv[0]` the program). Their help and usage
+/// errors are libtest's own arguments under gauntlet's name (`bin_name`) and the `test`
+/// subcommand's description; nothing is started for them.
+fn run_tests(argv: Vec<String>, bin_name: &'static str) -> ExitCode {
+    let about = Cli::command()
+        .find_subcommand("test")
+        .and_then(|t| t.get_about().cloned())
+        .unwrap_or_default();
+    let libtest = <libtest_mimic::Arguments as CommandFactory>::command();
+    let after = format!(
+        "{}\n\nCases are named suite::case[::parameter]; `gauntlet --list` lists them and starts nothing. \
+         `gauntlet` with no subcommand takes the same arguments as `gauntlet test`.",
+        libtest.get_after_help().map(ToString::to_string).unwrap_or_default()
+    );
+    let cmd = libtest
+        .name("gauntlet")
+        .bin_name(bin_name)
+        .about(about)
+        .long_about(None)
+        .after_help(after)
+        .help_template("{before-help}{about-with-newline}\n{usage-heading} {usage}\n\n{all-args}{after-help}");
+    match cmd.try_get_matches_from(&argv) {
+        Ok(_) => super::run_tests(argv),
+        Err(e) => print_clap_error(&e),
+    }
+}
+
+/// A first argument that is not a subcommand is a test filter, as in libtest. When it looks
+/// like a mistyped subcommand (`gauntlet mirorr ...`), say so on stderr; the run goes on.
+fn note_near_subcommand(word: &str) {
+    if word.len() < 3 || word.starts_with('-') || word.contains(':') {
+        return;
+    }
+    let cmd = Cli::command();
+    let near = cmd
+        .get_subcommands()
+        .flat_map(|s| std::iter::once(s.get_name()).chain(s.get_all_aliases()))
+        .find(|name| name.len() >= 3 && edit_distance(word, name) <= 2);
+    if let Some(name) = near {
+        eprintln!(
+            "gauntlet: note: {word:?} is not a subcommand, so it runs as a test filter; did you mean `gauntlet {name}`?"
+        );
+    }
+}
+
+/// Levenshtein distance, for [`note_near_subcommand`].
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(f)
 }
 
 fn mirror(config: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(config)
-        .map_err(|e| crate::error::RunError::usage(format!("cannot read {}: {e}", config.display())))?;
-    let m = crate::stack::mirror::mirror(&config.display().to_string(), &text)?;
-    crate::stack::mirror::write(&m, out)?;
+    let m = crate::config::mirror::mirror_file(config).map_err(crate::error::RunError::from)?;
+    crate::config::mirror::write(&m, out)?;
+    for w in &m.warnings {
+        eprintln!("gauntlet: warning: {}: {}", w.at, w.what);
+    }
     println!("gauntlet: mirrored {} into {}", config.display(), out.display());
     if !m.unpriced.is_empty() {
         println!(
-            "  no price for {}: fill them in {}",
+            "  no price for {}: their ledger cases are ignored; the lines to add are in {}",
             m.unpriced.join(", "),
-            out.join("prices.toml").display()
+            out.join("MIRROR.md").display()
         );
     }
+    println!("  not under test and what changed: {}", out.join("MIRROR.md").display());
     println!(
         "  run it: GAUNTLET_MANIFEST={} gauntlet",
         out.join("gauntlet.toml").display()

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::client::RouterClient;
+use crate::config::RouterConfig;
 use crate::ledger::prices::PriceTable;
 use crate::ledger::sink::SinkClient;
 use crate::sim::AdminClient;
 use crate::stack::Endpoints;
-use crate::stack::router_config::RouterConfig;
 
 #[derive(Clone)]
 pub struct Ctx {
@@ -67,13 +67,18 @@ impl Ctx {
         lock.lock_owned().await
     }
 
-    /// The first model group in config order: the one generic checks use.
-    pub fn first_group(&self) -> anyhow::Result<String> {
+    /// The group generic checks send their traffic to (see `RouterConfig::probe_group`).
+    pub fn probe_group(&self) -> anyhow::Result<String> {
+        self.config.probe_group().ok_or_else(|| {
+            anyhow::anyhow!("the router config has no chat group on the simulator with room for the generic cases")
+        })
+    }
+
+    /// The group the ledger's generic checks bill (every deployment priced).
+    pub fn priced_group(&self) -> anyhow::Result<String> {
         self.config
-            .groups()
-            .into_iter()
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("the router config has no model groups"))
+            .priced_probe_group()
+            .ok_or_else(|| anyhow::anyhow!("the router config has no chat group whose every deployment is priced"))
     }
 
     /// This case's tag: unique per run of the case.

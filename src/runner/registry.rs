@@ -6,8 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::context::Ctx;
+use super::locks::Claims;
+use crate::config::RouterConfig;
 use crate::stack::manifest::Manifest;
-use crate::stack::router_config::RouterConfig;
 
 pub type CaseFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 pub type CaseFn = Arc<dyn Fn(Ctx) -> CaseFuture + Send + Sync>;
@@ -20,6 +21,8 @@ pub struct Case {
     pub needs: Vec<&'static str>,
     /// Registered as ignored, with the reason (shown in the summary and reports).
     pub ignored: Option<String>,
+    /// The model groups it sends traffic to or breaks (see `runner::locks`).
+    pub claims: Claims,
     pub run: CaseFn,
 }
 
@@ -33,6 +36,7 @@ impl Case {
             name: name.into(),
             needs: Vec::new(),
             ignored: None,
+            claims: Claims::default(),
             run: Arc::new(move |c| Box::pin(f(c))),
         }
     }
@@ -42,6 +46,28 @@ impl Case {
     }
     pub fn ignore(mut self, reason: impl Into<String>) -> Self {
         self.ignored = Some(reason.into());
+        self
+    }
+    /// Ignores the case with `reason` when there is one.
+    pub fn ignore_if(self, reason: Option<String>) -> Self {
+        match reason {
+            Some(r) if self.ignored.is_none() => self.ignore(r),
+            _ => self,
+        }
+    }
+    /// Sends ordinary traffic to these groups.
+    pub fn uses<S: AsRef<str>>(mut self, groups: &[S]) -> Self {
+        self.claims.uses.extend(groups.iter().map(|g| g.as_ref().to_owned()));
+        self
+    }
+    /// Makes these groups fail (exclusive where LiteLLM can cool them down).
+    pub fn breaks<S: AsRef<str>>(mut self, groups: &[S]) -> Self {
+        self.claims.breaks.extend(groups.iter().map(|g| g.as_ref().to_owned()));
+        self
+    }
+    /// Needs these groups to itself.
+    pub fn owns<S: AsRef<str>>(mut self, groups: &[S]) -> Self {
+        self.claims.owns.extend(groups.iter().map(|g| g.as_ref().to_owned()));
         self
     }
     pub fn suite(&self) -> &str {
@@ -61,11 +87,14 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The tenants the ledger suite bills (from the price table's `tenants`).
+    /// The tenants the ledger suite bills: the teams the router config names, else the
+    /// manifest's synthetic ones.
     pub fn tenants(&self) -> Vec<String> {
-        crate::ledger::prices::PriceTable::parse(&self.manifest.prices.name, &self.manifest.prices.text)
-            .map(|t| t.tenants)
-            .unwrap_or_default()
+        if self.config.teams.is_empty() {
+            self.manifest.ledger.tenants.clone()
+        } else {
+            self.config.teams.clone()
+        }
     }
 
     pub fn offers(&self, service: &str) -> bool {

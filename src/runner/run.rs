@@ -15,10 +15,10 @@ use super::capture::{self, Buffer};
 use super::context::Ctx;
 use super::registry::{Case, Plan};
 use super::report::{self, CaseRecord, Recorder, Status, Summary};
+use crate::config::RouterConfig;
 use crate::error::{RunError, exit};
 use crate::ledger::prices::PriceTable;
 use crate::stack::manifest::Manifest;
-use crate::stack::router_config::RouterConfig;
 use crate::stack::{self, Endpoints, Stack};
 
 /// Where the run's stack comes from.
@@ -97,16 +97,10 @@ pub fn artifacts_dir() -> PathBuf {
 pub fn load_config() -> Result<(Manifest, RouterConfig, PriceTable), RunError> {
     let mut manifest = Manifest::from_env()?;
     if let Some(p) = std::env::var_os("GAUNTLET_ROUTER_CONFIG").filter(|s| !s.is_empty()) {
-        let p = PathBuf::from(p);
-        let text = std::fs::read_to_string(&p)
-            .map_err(|e| RunError::usage(format!("GAUNTLET_ROUTER_CONFIG={}: cannot read: {e}", p.display())))?;
-        manifest.router_config = crate::stack::manifest::Source {
-            name: p.display().to_string(),
-            text,
-        };
+        manifest.router_config = crate::stack::manifest::RouterSource::load(std::path::Path::new(&p))?;
     }
-    let config = RouterConfig::parse(&manifest.router_config.name, &manifest.router_config.text)?;
-    let prices = PriceTable::parse(&manifest.prices.name, &manifest.prices.text)?;
+    let config = RouterConfig::from_document(&manifest.router_config.doc)?;
+    let prices = PriceTable::from_config(&config, &manifest.ledger);
     Ok((manifest, config, prices))
 }
 
@@ -116,6 +110,7 @@ struct Shared {
     router_url: String,
     config: Arc<RouterConfig>,
     prices: Arc<PriceTable>,
+    locks: super::locks::Locks,
     rt: tokio::runtime::Handle,
 }
 
@@ -244,11 +239,20 @@ fn run(mut args: Arguments) -> anyhow::Result<ExitCode> {
         endpoints.router_version = rt.block_on(check_router(&router_url, &target));
     }
     let prices_currency = prices.currency.clone();
+    // A stack's cases share its lock folder (nextest's processes too); a bare router's get one
+    // for this run.
+    let lock_dir = endpoints
+        .locks
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("gauntlet-locks-{}", std::process::id())));
+    let locks = super::locks::Locks::new(&lock_dir)
+        .map_err(|e| RunError::stack(format!("cannot create the lock folder {}: {e}", lock_dir.display())))?;
     let _ = shared.set(Shared {
         endpoints: Arc::new(endpoints.clone()),
         router_url,
         config: Arc::new(plan.config.clone()),
         prices: Arc::new(prices),
+        locks,
         rt: rt.handle().clone(),
     });
 
@@ -381,9 +385,34 @@ fn stack_digest(plan: &Plan) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(plan.manifest.router_config.text.as_bytes());
-    h.update(plan.manifest.prices.text.as_bytes());
     h.update(crate::stack::litellm::LOCK.as_bytes());
     hex::encode(h.finalize())[..16].to_owned()
+}
+
+/// Waits until no deployment of `groups` is cooling down (see `runner::locks`).
+async fn drain(s: &Shared, groups: &[String]) -> anyhow::Result<()> {
+    let ids: Vec<String> = groups
+        .iter()
+        .filter(|g| s.config.can_cool_down(g))
+        .flat_map(|g| s.config.deployments_of(g))
+        .map(|d| d.id.clone())
+        .collect();
+    let Some(redis) = s.endpoints.url("redis").filter(|_| !ids.is_empty()) else {
+        return Ok(());
+    };
+    let longest = s
+        .config
+        .deployments
+        .iter()
+        .filter(|d| ids.contains(&d.id))
+        .map(|d| d.cooldown_s)
+        .fold(0.0, f64::max);
+    let bound = std::time::Duration::from_secs_f64(longest + 10.0);
+    let waited = super::locks::drain_cooldowns(redis, &ids, bound).await?;
+    if !waited.is_zero() {
+        tracing::debug!(ms = waited.as_millis() as u64, "waited for cooldowns to end");
+    }
+    Ok(())
 }
 
 /// Wraps a case as a libtest-mimic trial that records its outcome and captured output.
@@ -394,6 +423,7 @@ fn trial(case: &Case, shared: &Arc<OnceLock<Shared>>, recorder: &Arc<Recorder>) 
     let recorder = recorder.clone();
     let ignored = case.ignored.clone();
     let suite = case.suite().to_owned();
+    let claims = case.claims.clone();
     Trial::ignorable_test(case.name.clone(), move || {
         let t0 = Instant::now();
         let buf = Buffer::default();
@@ -408,12 +438,31 @@ fn trial(case: &Case, shared: &Arc<OnceLock<Shared>>, recorder: &Arc<Recorder>) 
                     &s.router_url,
                 );
                 let span = capture::case_span(&name, &buf);
-                let fut = (run)(ctx);
-                let guarded = tracing::Instrument::instrument(fut, span);
-                match s.rt.block_on(s.rt.spawn(guarded)) {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(crate::redact::redact(&format!("{e:#}"))),
-                    Err(join) => Err(format!("case panicked: {join}")),
+                let claims = claims.resolve(|g| s.config.can_cool_down(g));
+                let waited = Instant::now();
+                match s.locks.acquire(&claims) {
+                    Err(e) => Err(format!("{e:#}")),
+                    Ok(held) => {
+                        if waited.elapsed() > std::time::Duration::from_millis(100) {
+                            let _in = span.enter();
+                            tracing::info!(
+                                ms = waited.elapsed().as_millis() as u64,
+                                groups = ?claims.owns,
+                                "waited for other cases to let go of its groups"
+                            );
+                        }
+                        let fut = (run)(ctx);
+                        let guarded = tracing::Instrument::instrument(fut, span);
+                        let r = match s.rt.block_on(s.rt.spawn(guarded)) {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(e)) => Err(crate::redact::redact(&format!("{e:#}"))),
+                            Err(join) => Err(format!("case panicked: {join}")),
+                        };
+                        // Whatever cooldowns the case caused end before the groups are let go.
+                        let drained = s.rt.block_on(drain(s, &claims.owns));
+                        drop(held);
+                        r.and(drained.map_err(|e| format!("{e:#}")))
+                    }
                 }
             }
         };

@@ -36,6 +36,28 @@ async fn redis_ping(host: &str, port: u16) -> Result<(), String> {
     }
 }
 
+/// Milliseconds until `key` expires in the Redis at `url` (`redis://host:port`): -2 when it
+/// does not exist, -1 when it never expires (Redis' own `PTTL` answers).
+pub async fn redis_pttl(url: &str, key: &str) -> anyhow::Result<i64> {
+    let hp = url.trim_start_matches("redis://").trim_end_matches('/');
+    let cmd = format!("*2\r\n$4\r\nPTTL\r\n${}\r\n{key}\r\n", key.len());
+    let io = async {
+        let mut s = tokio::net::TcpStream::connect(hp).await?;
+        s.write_all(cmd.as_bytes()).await?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let reply = tokio::time::timeout(Duration::from_secs(2), io)
+        .await
+        .map_err(|_| anyhow::anyhow!("redis at {hp}: no answer to PTTL within 2s"))??;
+    reply
+        .trim()
+        .strip_prefix(':')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("redis at {hp} answered {:?} to PTTL", reply.trim()))
+}
+
 /// Polls `check` until it succeeds or `timeout` passes; `dead` is asked between polls so a
 /// service that exited fails at once instead of after the whole timeout.
 pub async fn wait_until<F, Fut>(

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::config::Document;
 use crate::error::RunError;
+use crate::ledger::prices::LedgerSettings;
 
 /// The manifest and the files it names, as text. The default stack is compiled into the
 /// binary so `gauntlet` works from any directory; `--manifest`/`GAUNTLET_MANIFEST` reads
@@ -18,15 +20,46 @@ pub struct Manifest {
     pub stack: StackSection,
     pub services: BTreeMap<String, ServiceSpec>,
     /// The router config template, unrendered.
-    pub router_config: Source,
-    pub prices: Source,
+    pub router_config: RouterSource,
+    pub ledger: LedgerSettings,
 }
 
-/// A named text file of the stack.
+/// The router config template: as read (includes resolved, every node's line known) and as
+/// text to render (one file: LiteLLM must not look for includes in the private folder).
 #[derive(Debug, Clone)]
-pub struct Source {
-    pub name: String,
+pub struct RouterSource {
+    pub doc: Document,
     pub text: String,
+}
+
+impl RouterSource {
+    pub fn new(doc: Document, text: String) -> Self {
+        let text = if doc.has_includes() { flatten(&doc) } else { text };
+        Self { doc, text }
+    }
+
+    /// The file the user named.
+    pub fn name(&self) -> &str {
+        &self.doc.origin
+    }
+
+    /// A config on disk (`include:` resolved relative to it).
+    pub fn load(path: &Path) -> Result<Self, RunError> {
+        let doc = Document::load(path)?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| RunError::usage(format!("{}: cannot read: {e}", path.display())))?;
+        Ok(Self::new(doc, text))
+    }
+}
+
+/// One YAML text of a config whose includes were merged in.
+fn flatten(doc: &Document) -> String {
+    let body = crate::config::source::to_pyyaml(&doc.root);
+    format!(
+        "# {} with its includes ({}) merged in\n{body}",
+        doc.origin,
+        doc.files()[1..].join(", ")
+    )
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -34,7 +67,8 @@ pub struct Source {
 pub struct StackSection {
     pub router: String,
     pub router_config: String,
-    pub prices: String,
+    /// No longer read: prices come from the router config (see [`Manifest::parse`]).
+    pub prices: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,14 +106,15 @@ pub struct Health {
 
 const DEFAULT_MANIFEST: &str = include_str!("../../stack/gauntlet.toml");
 const DEFAULT_ROUTER: &str = include_str!("../../stack/router.yaml");
-const DEFAULT_PRICES: &str = include_str!("../../stack/prices.toml");
 
 impl Manifest {
     /// The default stack compiled into the binary.
     pub fn builtin() -> Result<Self, RunError> {
         Self::parse("stack/gauntlet.toml (built in)", DEFAULT_MANIFEST, |name| match name {
-            "router.yaml" => Ok(DEFAULT_ROUTER.to_owned()),
-            "prices.toml" => Ok(DEFAULT_PRICES.to_owned()),
+            "router.yaml" => {
+                let doc = Document::parse("stack/router.yaml (built in)", DEFAULT_ROUTER)?;
+                Ok(RouterSource::new(doc, DEFAULT_ROUTER.to_owned()))
+            }
             other => Err(RunError::usage(format!(
                 "stack/gauntlet.toml (built in): names {other}, which is not built in; \
                      point GAUNTLET_MANIFEST at a manifest on disk to use other files"
@@ -87,7 +122,7 @@ impl Manifest {
         })
     }
 
-    /// A manifest on disk; the files it names are read relative to it.
+    /// A manifest on disk; the router config it names is read relative to it.
     pub fn from_path(path: &Path) -> Result<Self, RunError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| RunError::usage(format!("cannot read manifest {}: {e}", path.display())))?;
@@ -95,8 +130,7 @@ impl Manifest {
         let origin = path.display().to_string();
         Self::parse(&origin, &text, |name| {
             let p: PathBuf = dir.join(name);
-            std::fs::read_to_string(&p)
-                .map_err(|e| RunError::usage(format!("{origin}: cannot read {}: {e}", p.display())))
+            RouterSource::load(&p)
         })
     }
 
@@ -108,29 +142,35 @@ impl Manifest {
         }
     }
 
-    fn parse(origin: &str, text: &str, read: impl Fn(&str) -> Result<String, RunError>) -> Result<Self, RunError> {
+    fn parse(
+        origin: &str,
+        text: &str,
+        read: impl Fn(&str) -> Result<RouterSource, RunError>,
+    ) -> Result<Self, RunError> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct File {
             stack: StackSection,
             services: BTreeMap<String, ServiceSpec>,
+            #[serde(default)]
+            ledger: LedgerSettings,
         }
         let file: File =
             toml::from_str(text).map_err(|e| RunError::usage(format!("{origin}: invalid manifest: {e}")))?;
-        let router_config = Source {
-            name: file.stack.router_config.clone(),
-            text: read(&file.stack.router_config)?,
-        };
-        let prices = Source {
-            name: file.stack.prices.clone(),
-            text: read(&file.stack.prices)?,
-        };
+        if let Some(p) = &file.stack.prices {
+            return Err(RunError::usage(format!(
+                "{origin}: stack.prices = {p:?}: prices now come from the router config itself \
+                 (model_info.input_cost_per_token / output_cost_per_token), the same lines the router \
+                 bills from; move them there, put tenants under [ledger], and remove this line"
+            )));
+        }
+        let router_config = read(&file.stack.router_config)?;
         let m = Self {
             origin: origin.to_owned(),
             stack: file.stack,
             services: file.services,
             router_config,
-            prices,
+            ledger: file.ledger,
         };
         m.validate()?;
         Ok(m)
@@ -208,12 +248,17 @@ mod tests {
     }
 
     fn parse(text: &str) -> Result<Manifest, RunError> {
-        Manifest::parse("test.toml", text, |_| Ok(String::new()))
+        Manifest::parse("test.toml", text, |_| {
+            Ok(RouterSource::new(
+                Document::parse("r", "model_list: []").unwrap(),
+                String::new(),
+            ))
+        })
     }
 
     #[test]
     fn broken_manifests_name_the_problem() {
-        let head = "[stack]\nrouter = \"a\"\nrouter_config = \"r\"\nprices = \"p\"\n";
+        let head = "[stack]\nrouter = \"a\"\nrouter_config = \"r\"\n";
         let cases = [
             (
                 format!("{head}[services.b]\ncommand=[\"x\"]\nhealth={{redis=true}}"),
@@ -240,6 +285,10 @@ mod tests {
                 "unknown field",
             ),
             ("not toml [".to_owned(), "invalid manifest"),
+            (
+                format!("{head}prices = \"p.toml\"\n[services.a]\ncommand=[\"x\"]\nhealth={{redis=true}}"),
+                "prices now come from the router config",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(&text).unwrap_err().to_string();

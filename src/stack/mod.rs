@@ -5,10 +5,8 @@
 pub mod health;
 pub mod litellm;
 pub mod manifest;
-pub mod mirror;
 pub mod order;
 pub mod process;
-pub mod router_config;
 pub mod state;
 pub mod template;
 
@@ -19,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::RouterConfig;
 use crate::error::RunError;
 use manifest::{Builtin, Manifest};
-use router_config::RouterConfig;
 use template::Vars;
 
 /// Where one service can be reached.
@@ -53,6 +51,9 @@ pub struct Endpoints {
     /// Router version, once known (for reports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router_version: Option<String>,
+    /// Where the cases of every process using this stack take their group locks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locks: Option<PathBuf>,
 }
 
 impl Endpoints {
@@ -102,6 +103,7 @@ impl Stack {
                 router: m.stack.router.clone(),
                 master_key: Some(master_key.clone()),
                 supervisor_pid: std::process::id(),
+                locks: Some(private.join("locks")),
                 ..Default::default()
             },
             procs: Vec::new(),
@@ -265,7 +267,7 @@ impl Stack {
     fn render_router_config(&self, m: &Manifest, vars: &Vars) -> anyhow::Result<String> {
         let path = self.private.join("router.yaml");
         if !path.exists() {
-            let text = template::render(&m.router_config.name, &m.router_config.text, vars)?;
+            let text = template::render(m.router_config.name(), &m.router_config.text, vars)?;
             write_private(&path, &text)?;
         }
         Ok(path.display().to_string())

@@ -20,14 +20,18 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
     if !plan.config.cache {
         return Vec::new();
     }
+    let probe: Vec<String> = plan.config.probe_group().into_iter().collect();
     vec![
         Case::new("caching::identical_request_served_from_cache", identical).needs(&["sim", "redis"]),
         Case::new("caching::different_request_goes_upstream", different).needs(&["sim", "redis"]),
     ]
+    .into_iter()
+    .map(|c| c.uses(&probe))
+    .collect()
 }
 
 pub(crate) fn cached_body(c: &Ctx, prompt: &str) -> anyhow::Result<Value> {
-    let group = c.first_group()?;
+    let group = c.probe_group()?;
     let mut body = c.chat_body(&group, c.tag(), prompt);
     // The trace id differs per request; keep the cached requests byte-identical.
     body["metadata"]["trace_id"] = json!(format!("trace-{}", c.tag()));

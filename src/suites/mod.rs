@@ -5,8 +5,10 @@ pub mod caching;
 pub mod conformance;
 pub mod fallbacks;
 pub mod ledger;
+pub mod routing;
 pub mod secrets;
 pub mod smoke;
+pub mod support;
 
 use crate::runner::registry::{Case, Plan, gate};
 
@@ -14,6 +16,7 @@ pub fn all(plan: &Plan) -> Vec<Case> {
     let mut cases = Vec::new();
     cases.extend(smoke::cases(plan));
     cases.extend(fallbacks::cases(plan));
+    cases.extend(routing::cases(plan));
     cases.extend(caching::cases(plan));
     cases.extend(ledger::cases(plan));
     cases.extend(secrets::cases(plan));

@@ -5,12 +5,16 @@
 use crate::runner::context::Ctx;
 use crate::runner::registry::{Case, Plan};
 
-pub fn cases(_plan: &Plan) -> Vec<Case> {
+pub fn cases(plan: &Plan) -> Vec<Case> {
+    let probe: Vec<String> = plan.config.probe_group().into_iter().collect();
     vec![
         Case::new("secrets::not_in_saved_service_logs", saved_logs).needs(&["sim"]),
         Case::new("secrets::not_in_simulator_journal", journal).needs(&["sim"]),
         Case::new("secrets::not_in_router_log_payloads", payloads).needs(&["sink"]),
     ]
+    .into_iter()
+    .map(|c| c.uses(&probe))
+    .collect()
 }
 
 /// The secrets this stack holds: the master key, and the provider-key prefix gauntlet uses.
@@ -26,7 +30,7 @@ fn leaks(c: &Ctx, text: &str) -> Vec<&'static str> {
 }
 
 async fn exercise(c: &Ctx) -> anyhow::Result<()> {
-    let group = c.first_group()?;
+    let group = c.probe_group()?;
     c.router
         .chat(&c.chat_body(&group, c.tag(), "secret check"))
         .await?

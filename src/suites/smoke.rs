@@ -1,7 +1,7 @@
 //! Smoke: the router is up and does the basics.
 //! - health endpoints (liveness, readiness)
 //! - authentication: no key and a wrong key refused (401), the master key accepted
-//! - a simple chat completion per configured model group
+//! - a simple chat completion per configured chat group, an embedding per embedding group
 //! - response format validated field by field (plain and streamed)
 //! - model listing: every configured group present
 //! - metadata handling: tenant, trace_id and user id sent, and seen upstream and in the router's log
@@ -11,11 +11,20 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::client::shape;
+use crate::config::provider::Mode;
 use crate::runner::context::Ctx;
 use crate::runner::registry::{Case, Plan};
+use crate::suites::support::SINGLE_RPM;
 
 pub fn cases(plan: &Plan) -> Vec<Case> {
-    let mut out = vec![
+    let probe = plan.config.probe_group();
+    let no_probe = probe.is_none().then(|| {
+        "the router config has no chat group that accepts the generic cases' traffic (a named chat group \
+         without a low rpm/tpm)"
+            .to_owned()
+    });
+    let probe: Vec<String> = probe.into_iter().collect();
+    let generic = vec![
         Case::new("smoke::health::liveness", liveness),
         Case::new("smoke::health::readiness", readiness),
         Case::new("smoke::auth::missing_key_refused", |c| {
@@ -44,11 +53,21 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
             ),
         Case::new("smoke::metadata::logged_by_router", metadata_logged).needs(&["sink"]),
     ];
-    for group in plan.config.groups() {
+    let mut out: Vec<Case> = generic
+        .into_iter()
+        .map(|c| c.uses(&probe).ignore_if(no_probe.clone()))
+        .collect();
+    let cfg = &plan.config;
+    for group in cfg.groups() {
         let g = group.clone();
-        out.push(Case::new(format!("smoke::chat_completion::{group}"), move |c| {
-            chat_completion(c, g.clone())
-        }));
+        let case = match cfg.mode_of(&group) {
+            Mode::Embedding => Case::new(format!("smoke::embedding::{group}"), move |c| embedding(c, g.clone())),
+            _ => Case::new(format!("smoke::chat_completion::{group}"), move |c| {
+                chat_completion(c, g.clone())
+            })
+            .ignore_if(cfg.traffic_gate(&group, SINGLE_RPM)),
+        };
+        out.push(case.uses(&[&group]));
     }
     out
 }
@@ -88,7 +107,7 @@ enum Strict {
 }
 
 async fn auth_refused(c: Ctx, key: Option<String>, strict: Strict) -> anyhow::Result<()> {
-    let group = c.first_group()?;
+    let group = c.probe_group()?;
     let body = c.chat_body(&group, c.tag(), "auth check");
     let refused = c.router.with_key(key).chat(&body).await?;
     let v = refused.json_or_err()?;
@@ -142,8 +161,35 @@ async fn chat_completion(c: Ctx, group: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn embedding(c: Ctx, group: String) -> anyhow::Result<()> {
+    let body = json!({"model": group, "input": [format!("[{}] embed this", c.tag())], "user": c.tag()});
+    let r = c.router.post("/v1/embeddings", &body).await?;
+    r.expect_status(200)?;
+    let v = r.json_or_err()?;
+    let vector = v
+        .pointer("/data/0/embedding")
+        .and_then(Value::as_array)
+        .ok_or_else(|| anyhow::anyhow!("{}: no data[0].embedding in {}", r.url, crate::client::excerpt(&r.text)))?;
+    anyhow::ensure!(
+        !vector.is_empty() && vector.iter().all(Value::is_f64),
+        "{}: data[0].embedding is not a list of numbers",
+        r.url
+    );
+    let prompt = v.pointer("/usage/prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
+    anyhow::ensure!(prompt > 0, "{}: usage.prompt_tokens is {prompt}", r.url);
+    let served = r.router().model_id;
+    let members: Vec<String> = c.config.deployments_of(&group).iter().map(|d| d.id.clone()).collect();
+    if let Some(id) = &served {
+        anyhow::ensure!(
+            members.contains(id),
+            "{group} was served by deployment {id}, not one of {members:?}"
+        );
+    }
+    Ok(())
+}
+
 async fn response_format(c: Ctx) -> anyhow::Result<()> {
-    let group = c.first_group()?;
+    let group = c.probe_group()?;
     let r = c
         .router
         .chat(&c.chat_body(&group, c.tag(), "Check the format."))
@@ -168,7 +214,7 @@ async fn response_format(c: Ctx) -> anyhow::Result<()> {
 }
 
 async fn streaming(c: Ctx) -> anyhow::Result<()> {
-    let group = c.first_group()?;
+    let group = c.probe_group()?;
     let mut body = c.chat_body(&group, c.tag(), "Stream a reply.");
     body["stream_options"] = json!({"include_usage": true});
     let s = c.router.chat_stream(&body).await?;
@@ -195,12 +241,25 @@ async fn streaming(c: Ctx) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("include_usage was set but no chunk carried usage"))?;
     let (_, completion, _) = shape::usage(usage)?;
     anyhow::ensure!(completion > 0, "streamed usage has 0 completion tokens");
-    // The simulator is deterministic: the streamed text is the plain reply's text.
-    let plain = c.router.chat(&body_without_stream(&body)).await?;
+    // The simulator is deterministic per deployment: the streamed text is the plain reply's
+    // text *from the deployment that served the stream*. In a load-balanced group another
+    // deployment may answer a second request, so the plain one names the server by id.
+    let served = crate::client::RouterHeaders::from(&s.headers)
+        .model_id
+        .ok_or_else(|| anyhow::anyhow!("the stream carried no x-litellm-model-id header"))?;
+    let mut plain_body = body_without_stream(&body);
+    plain_body["model"] = json!(served);
+    let plain = c.router.chat(&plain_body).await?;
+    plain.expect_status(200)?;
+    anyhow::ensure!(
+        plain.router().model_id.as_deref() == Some(served.as_str()),
+        "asked for deployment {served} by id, served by {:?}",
+        plain.router().model_id
+    );
     let plain_text = shape::chat_completion(plain.json_or_err()?)?;
     anyhow::ensure!(
         plain_text == content,
-        "streamed content {content:?} != plain content {plain_text:?}"
+        "streamed content {content:?} != plain content {plain_text:?} from the same deployment {served}"
     );
     Ok(())
 }
@@ -229,7 +288,7 @@ async fn models(c: Ctx) -> anyhow::Result<()> {
         .config
         .groups()
         .into_iter()
-        .filter(|g| !ids.contains(&g.as_str()))
+        .filter(|g| !g.contains('*') && !ids.contains(&g.as_str()))
         .collect();
     anyhow::ensure!(
         missing.is_empty(),
@@ -240,7 +299,7 @@ async fn models(c: Ctx) -> anyhow::Result<()> {
 }
 
 async fn metadata_upstream(c: Ctx) -> anyhow::Result<()> {
-    let group = c.first_group()?;
+    let group = c.probe_group()?;
     let body = c.chat_body(&group, c.tag(), "metadata check");
     c.router.chat(&body).await?.expect_status(200)?;
     let journal = c
@@ -263,7 +322,7 @@ async fn metadata_upstream(c: Ctx) -> anyhow::Result<()> {
 }
 
 async fn metadata_logged(c: Ctx) -> anyhow::Result<()> {
-    let group = c.first_group()?;
+    let group = c.probe_group()?;
     let body = c.chat_body(&group, c.tag(), "metadata logging check");
     let trace_id = body["metadata"]["trace_id"].as_str().unwrap_or_default().to_owned();
     c.router.chat(&body).await?.expect_status(200)?;

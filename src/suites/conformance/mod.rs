@@ -12,10 +12,13 @@ use crate::runner::registry::{Case, Plan};
 
 const SCRIPT: &str = include_str!("openai_sdk.py");
 
-pub fn cases(_plan: &Plan) -> Vec<Case> {
+pub fn cases(plan: &Plan) -> Vec<Case> {
+    let probe: Vec<String> = plan.config.probe_group().into_iter().collect();
     vec![
         Case::new("conformance::openai_sdk::simulator", simulator).needs(&["sim"]),
-        Case::new("conformance::openai_sdk::through_router", through_router).needs(&["sim"]),
+        Case::new("conformance::openai_sdk::through_router", through_router)
+            .needs(&["sim"])
+            .uses(&probe),
     ]
 }
 
@@ -88,6 +91,8 @@ fn verdict(results: &serde_json::Map<String, Value>, expected: usize) -> anyhow:
 
 async fn simulator(c: Ctx) -> anyhow::Result<()> {
     let sim = c.endpoints.url("sim").ok_or_else(|| anyhow::anyhow!("no simulator"))?;
+    // Every simulator deployment answers on the OpenAI routes too, whatever dialect the
+    // router uses for it.
     let d = c
         .config
         .sim_deployments()
@@ -99,7 +104,7 @@ async fn simulator(c: Ctx) -> anyhow::Result<()> {
 }
 
 async fn through_router(c: Ctx) -> anyhow::Result<()> {
-    let group = c.first_group()?;
+    let group = c.probe_group()?;
     let base = format!("{}/v1", c.router.base);
     let results = run_sdk(&base, c.endpoints.master_key.as_deref(), &group, false).await?;
     verdict(&results, 3)

@@ -1,0 +1,696 @@
+//! [`RouterConfig`]: what gauntlet knows of a team's router config, each rule of LiteLLM's
+//! modelled in its own file (timeouts, fallbacks, routing, pricing, providers) and combined
+//! here. Read from the config *template*, so cases are derived (and listed) before anything
+//! starts.
+
+use std::collections::BTreeMap;
+
+use serde_yaml::Value;
+
+use super::fallback::{self, Chain, ChainKind, Fallbacks, Outcomes};
+use super::pricing::{self, Pricing};
+use super::provider::{Mode, Provider};
+use super::routing::{self, Knobs, Strategy};
+use super::source::{ConfigError, Document, Seg};
+use super::timeout::{self, Effective};
+
+/// LiteLLM's cooldown when none is configured (`DEFAULT_COOLDOWN_TIME_SECONDS`).
+pub const DEFAULT_COOLDOWN_S: f64 = 5.0;
+
+/// LiteLLM's bound on fallback hops (`ROUTER_MAX_FALLBACKS`).
+pub const DEFAULT_MAX_FALLBACKS: u32 = 5;
+
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// The user's file, for messages.
+    pub origin: String,
+    pub deployments: Vec<Deployment>,
+    /// Fallback chains as the config writes them (one per entry), for naming cases.
+    pub chains: Vec<Chain>,
+    pub fallbacks: Fallbacks,
+    pub strategy: Strategy,
+    pub num_retries: u32,
+    /// `retry_policy`: retries per error class (`RateLimitErrorRetries`, …).
+    pub retry_policy: BTreeMap<String, u32>,
+    /// `model_group_retry_policy`: the same, per group (wins over `retry_policy`).
+    pub group_retry_policy: BTreeMap<String, BTreeMap<String, u32>>,
+    pub cooldowns_disabled: bool,
+    /// How often a LiteLLM re-reads a key (a cooldown) from Redis that it found absent
+    /// (`default_redis_batch_cache_expiry`, 10 s by default).
+    pub redis_read_interval_s: f64,
+    pub cache: bool,
+    pub has_master_key: bool,
+    pub has_generic_logger: bool,
+    /// Teams the config names (`litellm_settings.default_team_settings`); empty when it has none.
+    pub teams: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    /// `model_info.id`: what the router reports in `x-litellm-model-id`.
+    pub id: String,
+    /// `model_name`: the group clients ask for.
+    pub group: String,
+    /// The simulator deployment behind it (`${sim.url}/d/<name>/…`), if any.
+    pub sim: Option<String>,
+    pub provider: Provider,
+    pub mode: Mode,
+    /// Per attempt, plain and streamed.
+    pub timeout: Effective,
+    pub stream_timeout: Effective,
+    pub knobs: Knobs,
+    /// Failures tolerated before cooldown (`model_info.allowed_fails`, else the router's).
+    pub allowed_fails: Option<u32>,
+    /// Seconds a failing deployment is skipped (0: never cooled down).
+    pub cooldown_s: f64,
+    pub pricing: Pricing,
+    /// `litellm_params.max_retries`: retries the provider client makes inside one attempt.
+    pub client_retries: u32,
+    /// Its index in `model_list`, for messages.
+    pub index: usize,
+}
+
+impl Deployment {
+    pub fn order(&self) -> Option<i64> {
+        self.knobs.order
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    pricing::number(v).map(|n| n as i64)
+}
+
+impl RouterConfig {
+    /// Reads a config (already resolved: includes, merge keys) into gauntlet's model of it.
+    /// Every deployment needs a `model_info.id` (gauntlet tells deployments apart by it);
+    /// `gauntlet mirror` gives every deployment one.
+    pub fn from_document(doc: &Document) -> Result<Self, ConfigError> {
+        let root = &doc.root;
+        let k = |s: &str| Seg::Key(s.to_owned());
+        let list = root.get("model_list").and_then(Value::as_sequence).ok_or_else(|| {
+            doc.error(
+                &[k("model_list")],
+                "no model_list (a list of deployments) found: gauntlet derives its cases from it",
+            )
+        })?;
+        let rset = root.get("router_settings");
+        let lset = root.get("litellm_settings");
+        let setting = |key: &str| rset.and_then(|r| r.get(key)).or_else(|| lset.and_then(|l| l.get(key)));
+        let global = timeout::Global {
+            router_timeout: rset.and_then(|r| r.get("timeout")).and_then(pricing::number),
+            router_stream_timeout: rset.and_then(|r| r.get("stream_timeout")).and_then(pricing::number),
+            request_timeout: lset.and_then(|l| l.get("request_timeout")).and_then(pricing::number),
+        };
+        let router_allowed = setting("allowed_fails").and_then(int).map(|n| n as u32);
+        let router_cooldown = setting("cooldown_time").and_then(pricing::number);
+        let mut deployments = Vec::new();
+        for (i, d) in list.iter().enumerate() {
+            let at = |more: &[&str]| {
+                let mut p = vec![k("model_list"), Seg::Index(i)];
+                p.extend(more.iter().map(|s| k(s)));
+                p
+            };
+            let group = d
+                .get("model_name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| doc.error(&at(&[]), &format!("model_list[{i}] has no model_name")))?;
+            let params = d.get("litellm_params");
+            let info = d.get("model_info");
+            let model = params
+                .and_then(|p| p.get("model"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    doc.error(
+                        &at(&["litellm_params"]),
+                        &format!("model_list[{i}] ({group}) has no litellm_params.model"),
+                    )
+                })?;
+            let id = info.and_then(|m| m.get("id")).and_then(value_str).ok_or_else(|| {
+                doc.error(
+                    &at(&[]),
+                    &format!(
+                        "model_list[{i}] ({group}) has no model_info.id; gauntlet needs stable deployment ids \
+                         to tell which deployment served a request (`gauntlet mirror` adds them)"
+                    ),
+                )
+            })?;
+            let p = |key: &str| params.and_then(|p| p.get(key)).and_then(pricing::number);
+            let own = timeout::Own {
+                timeout: p("timeout"),
+                request_timeout: p("request_timeout"),
+                stream_timeout: p("stream_timeout"),
+            };
+            let api_base = params.and_then(|p| p.get("api_base")).and_then(Value::as_str);
+            let (provider, _) = Provider::of(model);
+            let knobs = Knobs {
+                order: params
+                    .and_then(|p| p.get("order"))
+                    .or_else(|| info.and_then(|m| m.get("order")))
+                    .and_then(int),
+                weight: p("weight"),
+                // LiteLLM copies an rpm/tpm written beside litellm_params into it.
+                rpm: p("rpm").or_else(|| d.get("rpm").and_then(pricing::number)),
+                tpm: p("tpm").or_else(|| d.get("tpm").and_then(pricing::number)),
+            };
+            deployments.push(Deployment {
+                id,
+                group: group.to_owned(),
+                sim: api_base.and_then(sim_deployment),
+                mode: Mode::of(info.and_then(|m| m.get("mode")).and_then(Value::as_str), model),
+                provider,
+                timeout: timeout::plain(own, global),
+                stream_timeout: timeout::stream(own, global),
+                knobs,
+                allowed_fails: info
+                    .and_then(|m| m.get("allowed_fails"))
+                    .and_then(int)
+                    .map(|n| n as u32)
+                    .or(router_allowed),
+                cooldown_s: info
+                    .and_then(|m| m.get("cooldown_time"))
+                    .or_else(|| params.and_then(|p| p.get("cooldown_time")))
+                    .and_then(pricing::number)
+                    .or(router_cooldown)
+                    .unwrap_or(DEFAULT_COOLDOWN_S),
+                pricing: pricing::of(params, info),
+                client_retries: p("max_retries").map_or(0, |n| n.max(0.0) as u32),
+                index: i,
+            });
+        }
+        for (i, d) in deployments.iter().enumerate() {
+            // One id twice in a group is LiteLLM's own doing for identical deployments.
+            if let Some(j) = deployments[..i].iter().position(|e| e.id == d.id && e.group != d.group) {
+                return Err(doc.error(
+                    &[k("model_list"), Seg::Index(i), k("model_info"), k("id")],
+                    &format!("model_info.id '{}' is used twice (also by model_list[{j}])", d.id),
+                ));
+            }
+            if d.id != d.group && deployments.iter().any(|e| e.group == d.id) {
+                return Err(doc.error(
+                    &[k("model_list"), Seg::Index(i), k("model_info"), k("id")],
+                    &format!(
+                        "model_info.id '{}' is also the name of a model group: LiteLLM would send every \
+                         request for that group to this one deployment",
+                        d.id
+                    ),
+                ));
+            }
+        }
+        let fallbacks = read_fallbacks(doc, &|g| deployments.iter().any(|d| d.group == g || d.id == g))?;
+        let mut chains = Vec::new();
+        for kind in ChainKind::ALL {
+            let list = match kind {
+                ChainKind::General => Some(&fallbacks.general),
+                ChainKind::ContextWindow => fallbacks.context_window.as_ref(),
+                ChainKind::ContentPolicy => fallbacks.content_policy.as_ref(),
+            };
+            for (primary, rest) in list.into_iter().flatten() {
+                if primary == "*" || rest.iter().all(|g| g == primary) {
+                    continue;
+                }
+                let mut groups = vec![primary.clone()];
+                groups.extend(rest.iter().filter(|g| *g != primary).cloned());
+                chains.push(Chain { kind, groups });
+            }
+        }
+        let callbacks = lset.and_then(|l| l.get("callbacks"));
+        let has_generic_logger = match callbacks {
+            Some(Value::Sequence(c)) => c.iter().any(|v| v.as_str() == Some("generic_api")),
+            Some(Value::String(s)) => s == "generic_api",
+            _ => false,
+        };
+        let teams = lset
+            .and_then(|l| l.get("default_team_settings"))
+            .and_then(Value::as_sequence)
+            .map(|ts| ts.iter().filter_map(|t| t.get("team_id").and_then(value_str)).collect())
+            .unwrap_or_default();
+        Ok(Self {
+            origin: doc.origin.clone(),
+            deployments,
+            chains,
+            fallbacks,
+            strategy: Strategy::parse(rset.and_then(|r| r.get("routing_strategy")).and_then(Value::as_str)),
+            num_retries: setting("num_retries")
+                .and_then(int)
+                .map_or(DEFAULT_NUM_RETRIES, |n| n.max(0) as u32),
+            retry_policy: setting("retry_policy").map(policy).unwrap_or_default(),
+            group_retry_policy: setting("model_group_retry_policy")
+                .and_then(Value::as_mapping)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(g, p)| Some((g.as_str()?.to_owned(), policy(p))))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            cooldowns_disabled: setting("disable_cooldowns").and_then(Value::as_bool) == Some(true),
+            redis_read_interval_s: lset
+                .and_then(|l| l.get("default_redis_batch_cache_expiry"))
+                .and_then(pricing::number)
+                .unwrap_or(10.0),
+            cache: lset
+                .and_then(|l| l.get("cache"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            has_master_key: root.get("general_settings").and_then(|g| g.get("master_key")).is_some(),
+            has_generic_logger,
+            teams,
+        })
+    }
+
+    /// Parses config text (no includes): for the built-in stack and tests.
+    pub fn parse(origin: &str, text: &str) -> Result<Self, ConfigError> {
+        Self::from_document(&Document::parse(origin, text)?)
+    }
+
+    /// Model groups in config order, each once.
+    pub fn groups(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for d in &self.deployments {
+            if !out.contains(&d.group) {
+                out.push(d.group.clone());
+            }
+        }
+        out
+    }
+
+    pub fn deployments_of(&self, group: &str) -> Vec<&Deployment> {
+        self.deployments.iter().filter(|d| d.group == group).collect()
+    }
+
+    pub fn deployment(&self, id: &str) -> Option<&Deployment> {
+        self.deployments.iter().find(|d| d.id == id)
+    }
+
+    /// The deployment the simulator knows as `sim`.
+    pub fn by_sim(&self, sim: &str) -> Option<&Deployment> {
+        self.deployments.iter().find(|d| d.sim.as_deref() == Some(sim))
+    }
+
+    /// The group a simulator deployment belongs to.
+    pub fn group_of_sim(&self, sim: &str) -> Option<&str> {
+        self.by_sim(sim).map(|d| d.group.as_str())
+    }
+
+    /// Deployments LiteLLM tells apart (one id is one deployment to it).
+    pub fn distinct(&self) -> Vec<&Deployment> {
+        let mut out: Vec<&Deployment> = Vec::new();
+        for d in &self.deployments {
+            if !out.iter().any(|e| e.id == d.id) {
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    /// Simulator deployments the router points at (what the simulator must serve).
+    pub fn sim_deployments(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in self.deployments.iter().filter_map(|d| d.sim.clone()) {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// What a group serves: the mode of its first deployment.
+    pub fn mode_of(&self, group: &str) -> Mode {
+        self.deployments_of(group)
+            .first()
+            .map_or(Mode::Chat, |d| d.mode.clone())
+    }
+
+    /// Whether every deployment of a group is on the simulator (so faults can be injected).
+    pub fn simulated(&self, group: &str) -> bool {
+        let deps = self.deployments_of(group);
+        !deps.is_empty() && deps.iter().all(|d| d.sim.is_some())
+    }
+
+    /// The deployments a fallback target names: a group's, or the one deployment whose id it is.
+    pub fn targets_of(&self, name: &str) -> Vec<&Deployment> {
+        let group = self.deployments_of(name);
+        if group.is_empty() {
+            self.deployment(name).into_iter().collect()
+        } else {
+            group
+        }
+    }
+
+    /// Requests a minute a group accepts: the sum of its deployments' `rpm`, and of their
+    /// `tpm` at [`TOKENS_PER_REQUEST`], whichever is lower; `None` when nothing limits it.
+    pub fn request_budget(&self, group: &str) -> Option<f64> {
+        let deps = self.deployments_of(group);
+        let rpm = deps.iter().map(|d| d.knobs.rpm).sum::<Option<f64>>();
+        let tpm = deps
+            .iter()
+            .map(|d| d.knobs.tpm)
+            .sum::<Option<f64>>()
+            .map(|t| t / TOKENS_PER_REQUEST);
+        match (rpm, tpm) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Why cases that inject faults into `group` and send it `per_minute` requests cannot
+    /// run, if they cannot: [`Self::traffic_gate`], or a deployment not on the simulator.
+    pub fn unusable(&self, group: &str, per_minute: f64) -> Option<String> {
+        self.traffic_gate(group, per_minute).or_else(|| {
+            self.targets_of(group).into_iter().find(|d| d.sim.is_none()).map(|d| {
+                format!(
+                    "{group}'s deployment {} is not on the simulator (mirror the config with `gauntlet mirror`)",
+                    d.id
+                )
+            })
+        })
+    }
+
+    /// Why chat cases sending `per_minute` requests to `group` cannot run, if they cannot:
+    /// a wildcard or non-chat group, or one whose rpm/tpm is below that.
+    pub fn traffic_gate(&self, group: &str, per_minute: f64) -> Option<String> {
+        if group.contains('*') {
+            return Some(format!(
+                "{group} is a wildcard group: gauntlet sends requests to named groups only"
+            ));
+        }
+        let mode = self.mode_of(group);
+        if mode != Mode::Chat {
+            return Some(format!("{group} serves {mode}: this case sends chat completions"));
+        }
+        match self.request_budget(group) {
+            Some(b) if b < per_minute => Some(format!(
+                "{group} accepts about {b:.0} requests a minute (rpm/tpm in the config) and this case sends up to \
+                 {per_minute:.0}: LiteLLM would refuse the rest, which is the config working, not a failure"
+            )),
+            _ => None,
+        }
+    }
+
+    /// The group generic cases (auth, format, streaming, caching…) send their traffic to:
+    /// the first chat group on the simulator with room for [`PROBE_RPM`] requests a minute.
+    pub fn probe_group(&self) -> Option<String> {
+        self.groups()
+            .into_iter()
+            .find(|g| self.traffic_gate(g, PROBE_RPM).is_none())
+    }
+
+    /// Like [`Self::probe_group`], among groups whose every deployment the ledger can price.
+    pub fn priced_probe_group(&self) -> Option<String> {
+        self.groups().into_iter().find(|g| {
+            self.unusable(g, PROBE_RPM).is_none() && self.deployments_of(g).iter().all(|d| d.pricing.price().is_some())
+        })
+    }
+
+    /// Expected share of traffic per deployment of `group` when healthy, if the strategy
+    /// makes it predictable.
+    pub fn expected_shares(&self, group: &str) -> Option<Vec<(String, f64)>> {
+        if !self.strategy.predictable_share() {
+            return None;
+        }
+        let deps = self.deployments_of(group);
+        let knobs: Vec<Knobs> = deps.iter().map(|d| d.knobs).collect();
+        let shares = routing::shuffle_shares(&knobs);
+        Some(deps.iter().zip(shares).map(|(d, s)| (d.id.clone(), s)).collect())
+    }
+
+    /// Whether LiteLLM can put deployments of `group` into cooldown: not when cooldowns are
+    /// disabled or their time is 0, and (without `allowed_fails`) not for a group's only
+    /// deployment.
+    pub fn can_cool_down(&self, group: &str) -> bool {
+        let deps = self.deployments_of(group);
+        !self.cooldowns_disabled
+            && deps
+                .iter()
+                .any(|d| d.cooldown_s > 0.0 && (deps.len() > 1 || d.allowed_fails.is_some()))
+    }
+
+    /// How often LiteLLM calls `group` again after an error of `class` (`RateLimitError`,
+    /// `InternalServerError`, `Timeout`…): the group's retry policy, else the router's, else
+    /// `num_retries`.
+    pub fn retries(&self, group: &str, class: &str) -> u32 {
+        let key = format!("{class}Retries");
+        self.group_retry_policy
+            .get(group)
+            .and_then(|p| p.get(&key))
+            .or_else(|| self.retry_policy.get(&key))
+            .copied()
+            .unwrap_or(self.num_retries)
+    }
+
+    /// Whether the calls a failing group gets can be counted exactly in advance: none of its
+    /// deployments can be cooled down mid-request and none retries inside its own client.
+    pub fn exact_attempts(&self, group: &str) -> bool {
+        !self.can_cool_down(group) && self.deployments_of(group).iter().all(|d| d.client_retries == 0)
+    }
+
+    /// The walk LiteLLM makes from `start` when every group in `failing` fails with `kind`
+    /// errors (and every other group answers).
+    pub fn walk(&self, start: &str, failing: &[String], kind: ChainKind) -> fallback::Walk {
+        struct World<'a> {
+            cfg: &'a RouterConfig,
+            failing: &'a [String],
+            kind: ChainKind,
+        }
+        impl Outcomes for World<'_> {
+            fn outcome(&self, g: &str) -> Option<ChainKind> {
+                self.failing.iter().any(|f| f == g).then_some(self.kind)
+            }
+            fn order_levels(&self, g: &str) -> Vec<i64> {
+                let knobs: Vec<Knobs> = self.cfg.deployments_of(g).iter().map(|d| d.knobs).collect();
+                routing::order_levels(&knobs)
+            }
+        }
+        self.fallbacks.walk(
+            start,
+            &World {
+                cfg: self,
+                failing,
+                kind,
+            },
+        )
+    }
+
+    /// Every group LiteLLM tries from `start` when all of them fail with `kind` errors.
+    pub fn closure(&self, start: &str, kind: ChainKind) -> Vec<String> {
+        let everything = self.groups();
+        self.walk(start, &everything, kind).groups()
+    }
+}
+
+/// Requests a minute the generic cases may send to the probe group, together.
+pub const PROBE_RPM: f64 = 200.0;
+
+/// A generous token count for one of gauntlet's requests, to turn `tpm` into requests.
+pub const TOKENS_PER_REQUEST: f64 = 60.0;
+
+/// LiteLLM's router default when neither settings section sets `num_retries`
+/// (`openai.DEFAULT_MAX_RETRIES`).
+pub const DEFAULT_NUM_RETRIES: u32 = 2;
+
+/// Checks that every fallback target of a config (ids or not) names a group or a deployment
+/// id of its model_list, with the line of the first that does not.
+pub fn check_fallbacks(doc: &Document) -> Result<(), ConfigError> {
+    let list = doc
+        .root
+        .get("model_list")
+        .and_then(Value::as_sequence)
+        .cloned()
+        .unwrap_or_default();
+    let known = |g: &str| {
+        list.iter().any(|d| {
+            d.get("model_name").and_then(Value::as_str) == Some(g)
+                || d.get("model_info")
+                    .and_then(|m| m.get("id"))
+                    .and_then(value_str)
+                    .as_deref()
+                    == Some(g)
+        })
+    };
+    read_fallbacks(doc, &known).map(drop)
+}
+
+fn read_fallbacks(doc: &Document, known: &dyn Fn(&str) -> bool) -> Result<Fallbacks, ConfigError> {
+    let root = &doc.root;
+    let k = |s: &str| Seg::Key(s.to_owned());
+    // router_settings wins over litellm_settings, as the router is built from it first.
+    let find = |key: &str| -> Option<(&'static str, &Value)> {
+        if let Some(v) = root.get("router_settings").and_then(|r| r.get(key)) {
+            return Some(("router_settings", v));
+        }
+        root.get("litellm_settings")
+            .and_then(|l| l.get(key))
+            .map(|v| ("litellm_settings", v))
+    };
+    let read = |key: &str| -> Result<Option<fallback::List>, ConfigError> {
+        let Some((section, v)) = find(key) else {
+            return Ok(None);
+        };
+        if v.is_null() {
+            return Ok(None);
+        }
+        let list = fallback::parse_list(v).map_err(|e| doc.error(&[k(section), k(key)], &format!("{key}: {e}")))?;
+        for (i, (primary, rest)) in list.iter().enumerate() {
+            for (j, g) in std::iter::once(primary).chain(rest).enumerate() {
+                // A fallback may also name one deployment by its id (LiteLLM routes to it).
+                if g == "*" || known(g) {
+                    continue;
+                }
+                let mut at = vec![k(section), k(key), Seg::Index(i)];
+                if j > 0 {
+                    at.push(k(primary));
+                    at.push(Seg::Index(j - 1));
+                }
+                return Err(doc.error(
+                    &at,
+                    &format!("{section}.{key} names model group '{g}', which no deployment in model_list serves"),
+                ));
+            }
+        }
+        Ok(Some(list))
+    };
+    let mut general = read("fallbacks")?.unwrap_or_default();
+    if let Some((section, v)) = find("default_fallbacks") {
+        let groups: Vec<String> = v
+            .as_sequence()
+            .ok_or_else(|| {
+                doc.error(
+                    &[k(section), k("default_fallbacks")],
+                    "default_fallbacks: expected a list of groups",
+                )
+            })?
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
+        general.push(("*".to_owned(), groups));
+    }
+    let max_fallbacks = find("max_fallbacks")
+        .and_then(|(_, v)| int(v))
+        .map_or(DEFAULT_MAX_FALLBACKS, |n| n.max(0) as u32);
+    Ok(Fallbacks {
+        general,
+        context_window: read("context_window_fallbacks")?.filter(|l| !l.is_empty()),
+        content_policy: read("content_policy_fallbacks")?.filter(|l| !l.is_empty()),
+        max_fallbacks,
+    })
+}
+
+fn policy(v: &Value) -> BTreeMap<String, u32> {
+    v.as_mapping()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), int(v)?.max(0) as u32)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn value_str(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `${sim.url}/d/primary/v1` (or a rendered `http://…/d/primary/v1`, or an Azure/Anthropic
+/// base `…/d/primary`) → `primary`.
+fn sim_deployment(api_base: &str) -> Option<String> {
+    let rest = api_base.split("/d/").nth(1)?;
+    let name = rest.split('/').next()?;
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> RouterConfig {
+        RouterConfig::parse("r.yaml", text).unwrap()
+    }
+
+    #[test]
+    fn default_router_config_has_the_promised_chains() {
+        let m = crate::stack::manifest::Manifest::builtin().unwrap();
+        let c = RouterConfig::parse("router.yaml", &m.router_config.text).unwrap();
+        assert!(c.chains.iter().any(|c| c.groups.len() == 3), "{:?}", c.chains);
+        assert!(c.chains.len() >= 2);
+        assert_eq!(c.deployments_of("fast").len(), 2);
+        assert_eq!(c.deployment("primary").unwrap().sim.as_deref(), Some("primary"));
+        assert!(c.has_master_key && c.has_generic_logger && c.cache);
+        assert_eq!(c.sim_deployments().len(), c.deployments.len());
+        assert_eq!(c.deployment("primary").unwrap().timeout.seconds, 2.0);
+    }
+
+    #[test]
+    fn broken_configs_name_the_problem_and_the_line() {
+        let cases = [
+            // The parser notices the missing `]` where the text ends.
+            ("model_list: [", "r.yaml:2: invalid YAML"),
+            ("router_settings: {}", "r.yaml:1: no model_list"),
+            (
+                "model_list:\n  - litellm_params: {model: x}\n",
+                "r.yaml:2: model_list[0] has no model_name",
+            ),
+            (
+                "model_list:\n  - {model_name: a, litellm_params: {model: x}}\n",
+                "r.yaml:2: model_list[0] (a) has no model_info.id",
+            ),
+            (
+                "model_list:\n  - {model_name: a, litellm_params: {model: x}, model_info: {id: x}}\nrouter_settings:\n  fallbacks:\n    - a:\n      - zz\n",
+                "r.yaml:6: router_settings.fallbacks names model group 'zz'",
+            ),
+            (
+                "model_list:\n  - {model_name: a, litellm_params: {model: x}, model_info: {id: x}}\n  - {model_name: c, litellm_params: {model: x}, model_info: {id: x}}\n",
+                "r.yaml:3: model_info.id 'x' is used twice",
+            ),
+            (
+                "model_list:\n  - {model_name: a, litellm_params: {model: x}, model_info: {id: b}}\n  - {model_name: b, litellm_params: {model: x}, model_info: {id: c}}\n",
+                "r.yaml:2: model_info.id 'b' is also the name of a model group",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = RouterConfig::parse("r.yaml", text).unwrap_err().to_string();
+            assert!(err.starts_with(want), "want {want:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn global_timeouts_reach_every_deployment() {
+        let c = cfg(
+            "model_list:\n  - {model_name: a, litellm_params: {model: x}, model_info: {id: a1}}\n  - {model_name: a, litellm_params: {model: x, timeout: 3}, model_info: {id: a2}}\nrouter_settings: {timeout: 30}\nlitellm_settings: {request_timeout: 600}\n",
+        );
+        assert_eq!(c.deployment("a1").unwrap().timeout.seconds, 600.0);
+        assert_eq!(c.deployment("a2").unwrap().timeout.seconds, 3.0);
+        assert_eq!(c.num_retries, 2, "LiteLLM's default num_retries");
+    }
+
+    #[test]
+    fn closure_walks_chains_of_chains_and_default_fallbacks() {
+        let c = cfg(
+            "model_list:\n  - {model_name: a, litellm_params: {model: x}, model_info: {id: a1}}\n  - {model_name: b, litellm_params: {model: x}, model_info: {id: b1}}\n  - {model_name: c, litellm_params: {model: x}, model_info: {id: c1}}\n  - {model_name: d, litellm_params: {model: x}, model_info: {id: d1}}\nrouter_settings:\n  fallbacks: [{a: [b]}, {b: [c]}]\n  default_fallbacks: [d]\n",
+        );
+        assert_eq!(c.closure("a", ChainKind::General), ["a", "b", "c", "d"]);
+        assert_eq!(c.chains.len(), 2);
+    }
+
+    #[test]
+    fn shares_cooldowns_and_budgets() {
+        let c = cfg(
+            "model_list:\n  - {model_name: a, litellm_params: {model: x, weight: 3}, model_info: {id: a1}}\n  - {model_name: a, litellm_params: {model: x, weight: 1}, model_info: {id: a2}}\n  - {model_name: s, litellm_params: {model: x, rpm: 1}, model_info: {id: s1}}\n",
+        );
+        assert_eq!(
+            c.expected_shares("a").unwrap(),
+            [("a1".into(), 0.75), ("a2".into(), 0.25)]
+        );
+        assert!(c.can_cool_down("a"));
+        assert!(
+            !c.can_cool_down("s"),
+            "a lone deployment without allowed_fails is never cooled down"
+        );
+        assert_eq!(c.request_budget("s"), Some(1.0));
+        assert!(c.unusable("a", 1.0).unwrap().contains("not on the simulator"));
+        assert_eq!(c.probe_group().as_deref(), Some("a"));
+        assert!(c.traffic_gate("s", 5.0).unwrap().contains("about 1 requests a minute"));
+    }
+}

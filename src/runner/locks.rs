@@ -1,0 +1,207 @@
+//! Which cases may run beside which, per model group.
+//!
+//! Faults are scoped to a case's tag, but their consequences are not: LiteLLM cools down a
+//! failing *deployment* for everyone, and counts failures per deployment per minute. A case
+//! that sends traffic to a group holds that group shared; a case that makes a group fail (or
+//! needs it undisturbed, like the distribution case) holds it exclusively, and before letting
+//! go waits, bounded, until none of the group's deployments is cooling down any more — read
+//! from the router's own cooldown keys in Redis (`deployment:<id>:cooldown`), not guessed.
+//!
+//! The locks are files (`flock`), so they hold across the processes nextest runs cases in as
+//! well as across the threads of one run. Every case takes all its locks at once, in name
+//! order, so two cases can never wait for each other.
+
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a case waits for its groups before it fails saying which one it waited for.
+const WAIT_BOUND: Duration = Duration::from_secs(600);
+
+/// The groups a case touches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claims {
+    /// Sends ordinary traffic to these.
+    pub uses: Vec<String>,
+    /// Makes these fail: exclusive where LiteLLM can cool the group down (the failures then
+    /// reach other cases), shared where it cannot.
+    pub breaks: Vec<String>,
+    /// Needs these to itself whatever the config (a case counting where traffic goes).
+    pub owns: Vec<String>,
+}
+
+impl Claims {
+    pub fn is_empty(&self) -> bool {
+        self.uses.is_empty() && self.breaks.is_empty() && self.owns.is_empty()
+    }
+
+    /// The groups held exclusively, given which groups can cool down.
+    pub fn exclusive(&self, can_cool_down: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut out: Vec<String> = self.owns.clone();
+        out.extend(self.breaks.iter().filter(|g| can_cool_down(g)).cloned());
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Resolves `breaks` into exclusive or shared claims.
+    pub fn resolve(&self, can_cool_down: impl Fn(&str) -> bool) -> Claims {
+        let owns = self.exclusive(&can_cool_down);
+        let mut uses: Vec<String> = self
+            .uses
+            .iter()
+            .chain(&self.breaks)
+            .filter(|g| !owns.contains(g))
+            .cloned()
+            .collect();
+        uses.sort();
+        uses.dedup();
+        Claims {
+            uses,
+            breaks: Vec::new(),
+            owns,
+        }
+    }
+}
+
+/// Held locks; released on drop.
+pub struct Held {
+    _files: Vec<File>,
+}
+
+/// Where a stack's lock files live.
+#[derive(Debug, Clone)]
+pub struct Locks {
+    dir: PathBuf,
+}
+
+impl Locks {
+    pub fn new(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Self { dir: dir.to_owned() })
+    }
+
+    fn file(&self, group: &str) -> std::io::Result<File> {
+        let safe: String = group
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        // Different groups may map to one file name; sharing a lock is only ever stricter.
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(format!("{safe}.lock")))
+    }
+
+    /// Takes every lock of `claims` (blocking; call from a blocking thread), bounded.
+    pub fn acquire(&self, claims: &Claims) -> anyhow::Result<Held> {
+        let mut all: Vec<(&str, bool)> = claims
+            .owns
+            .iter()
+            .map(|g| (g.as_str(), true))
+            .chain(
+                claims
+                    .uses
+                    .iter()
+                    .filter(|g| !claims.owns.contains(g))
+                    .map(|g| (g.as_str(), false)),
+            )
+            .collect();
+        all.sort();
+        all.dedup_by(|a, b| a.0 == b.0);
+        let start = Instant::now();
+        let mut files = Vec::new();
+        for (group, exclusive) in all {
+            let f = self.file(group)?;
+            loop {
+                let r = if exclusive { f.try_lock() } else { f.try_lock_shared() };
+                match r {
+                    Ok(()) => break,
+                    Err(TryLockError::WouldBlock) if start.elapsed() < WAIT_BOUND => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(TryLockError::WouldBlock) => anyhow::bail!(
+                        "waited {}s for model group {group}, held by other cases",
+                        start.elapsed().as_secs()
+                    ),
+                    Err(TryLockError::Error(e)) => return Err(e.into()),
+                }
+            }
+            files.push(f);
+        }
+        Ok(Held { _files: files })
+    }
+}
+
+/// Waits until none of `deployment_ids` is cooling down in the router's Redis, bounded by
+/// `bound`. Returns how long it waited.
+pub async fn drain_cooldowns(redis: &str, deployment_ids: &[String], bound: Duration) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let mut longest: i64 = -2;
+        for id in deployment_ids {
+            let ms = crate::stack::health::redis_pttl(redis, &format!("deployment:{id}:cooldown")).await?;
+            longest = longest.max(ms);
+        }
+        // -2: no such key; -1: a key without expiry (not LiteLLM's, never ours to wait for).
+        if longest < 0 {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(
+            start.elapsed() < bound,
+            "a deployment was still cooling down {:.0}s after the case ended ({}ms left)",
+            start.elapsed().as_secs_f64(),
+            longest
+        );
+        tokio::time::sleep(Duration::from_millis((longest as u64).clamp(10, 250))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclusive_excludes_shared_and_shared_shares() {
+        let dir = std::env::temp_dir().join(format!("gauntlet-locks-{}", crate::stack::random_hex(4)));
+        let locks = Locks::new(&dir).unwrap();
+        let reader = |g: &str| Claims {
+            uses: vec![g.into()],
+            ..Claims::default()
+        };
+        let a1 = locks.acquire(&reader("a")).unwrap();
+        let _a2 = locks.acquire(&reader("a")).unwrap();
+        // A writer cannot get in while readers hold the group: try it on a thread and see it
+        // is still waiting while they hold it, and done once they let go.
+        let l2 = locks.clone();
+        let writer = std::thread::spawn(move || {
+            l2.acquire(&Claims {
+                owns: vec!["a".into()],
+                ..Claims::default()
+            })
+            .map(|_| Instant::now())
+        });
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(!writer.is_finished(), "an exclusive claim got in beside shared ones");
+        let released = Instant::now();
+        drop(a1);
+        drop(_a2);
+        let got = writer.join().unwrap().unwrap();
+        assert!(got >= released);
+        // Breaking a group that cannot cool down shares it; one that can, owns it.
+        let c = Claims {
+            breaks: vec!["lone".into(), "pair".into()],
+            ..Claims::default()
+        }
+        .resolve(|g| g == "pair");
+        assert_eq!((c.uses, c.owns), (vec!["lone".to_owned()], vec!["pair".to_owned()]));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,87 @@
+//! Helpers the suites share, one per job: which simulator deployments stand behind a group,
+//! making a group fail for one tag, reading a tag's upstream calls, and showing them.
+
+use crate::config::RouterConfig;
+use crate::runner::context::Ctx;
+use crate::sim::{Fault, JournalEntry, JournalQuery};
+
+/// Requests a minute a fallback chain's cases send to each of its groups, together.
+pub const CHAIN_RPM: f64 = 60.0;
+
+/// Requests a minute one single-request case sends.
+pub const SINGLE_RPM: f64 = 5.0;
+
+/// Waits longer than this (a 600 s timeout, a 2-minute cooldown) make a case opt-in: a
+/// pull-request check should not idle for them.
+pub const LONG_WAIT_S: f64 = 30.0;
+
+/// Simulator deployments behind a group (or behind the one deployment a fallback names).
+pub fn sims_of(cfg: &RouterConfig, group: &str) -> Vec<String> {
+    cfg.targets_of(group).iter().filter_map(|d| d.sim.clone()).collect()
+}
+
+/// Deployment ids behind a group (or the one a fallback names).
+pub fn ids_of(cfg: &RouterConfig, group: &str) -> Vec<String> {
+    cfg.targets_of(group).iter().map(|d| d.id.clone()).collect()
+}
+
+/// Makes every deployment of `group` answer requests carrying `tag` with `fault`.
+pub async fn break_group(c: &Ctx, group: &str, tag: &str, fault: Fault) -> anyhow::Result<()> {
+    let sim = c.sim()?;
+    for d in sims_of(&c.config, group) {
+        sim.add_rule(&d, &crate::sim::Rule::tagged(tag, fault.clone())).await?;
+    }
+    Ok(())
+}
+
+/// The upstream calls carrying `tag`, in arrival order.
+pub async fn calls(c: &Ctx, tag: &str) -> anyhow::Result<Vec<JournalEntry>> {
+    let mut j = c
+        .sim()?
+        .journal(&JournalQuery {
+            tag: Some(tag.to_owned()),
+            ..Default::default()
+        })
+        .await?;
+    j.sort_by_key(|e| e.seq);
+    Ok(j)
+}
+
+/// Every call one simulator deployment has had, from any case: cooldown is per deployment,
+/// not per tag.
+pub async fn all_calls_to(c: &Ctx, deployment: &str) -> anyhow::Result<Vec<JournalEntry>> {
+    c.sim()?
+        .journal(&JournalQuery {
+            deployment: Some(deployment.to_owned()),
+            ..Default::default()
+        })
+        .await
+}
+
+/// `primary(error:500) → backup(ok)`: the calls as the evidence of a failure message.
+pub fn path(journal: &[JournalEntry]) -> String {
+    journal
+        .iter()
+        .map(|e| format!("{}({})", e.deployment, e.outcome))
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+/// The groups the calls went to, consecutive repeats (retries) merged.
+pub fn group_path(cfg: &RouterConfig, journal: &[JournalEntry]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for e in journal {
+        let g = cfg.group_of_sim(&e.deployment).unwrap_or(&e.deployment).to_owned();
+        if out.last() != Some(&g) {
+            out.push(g);
+        }
+    }
+    out
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
