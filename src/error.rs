@@ -17,15 +17,22 @@ pub mod exit {
     pub const INTERRUPTED: u8 = 130;
 }
 
-/// An error that ends the run before or around the cases, with what to do about it.
+/// An error that ends the run before or around the cases, with what to do about it. The
+/// variants with a cause keep it as the error's source; the exit code follows the variant.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The user asked for something that cannot work: fix the input.
     #[error("{0}")]
     Usage(String),
+    /// The router config (or a file it includes) is wrong, at a known file and line.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// A service of the stack is missing, would not start or is unreachable.
     #[error("{0}")]
     Stack(String),
+    /// A service started but never became ready.
+    #[error(transparent)]
+    Unhealthy(#[from] crate::stack::Unhealthy),
 }
 
 impl RunError {
@@ -37,8 +44,8 @@ impl RunError {
     }
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Usage(_) => exit::USAGE,
-            Self::Stack(_) => exit::STACK,
+            Self::Usage(_) | Self::Config(_) => exit::USAGE,
+            Self::Stack(_) | Self::Unhealthy(_) => exit::STACK,
         }
     }
 }

@@ -12,3 +12,4 @@ pub mod runner;
 pub mod sim;
 pub mod stack;
 pub mod suites;
+pub mod tag;

@@ -132,7 +132,7 @@ fn cases(path: &Path) -> Vec<Case> {
     mirror::write(&m, &dir).unwrap();
     let manifest = gauntlet::stack::manifest::Manifest::from_path(&dir.join("gauntlet.toml")).unwrap();
     let config = RouterConfig::from_document(&manifest.router_config.doc).unwrap();
-    let available = manifest.services.keys().cloned().collect();
+    let available = manifest.roles().into_keys().collect();
     let plan = Plan {
         manifest,
         config,

@@ -35,6 +35,9 @@ pub struct RouterConfig {
     /// `model_group_retry_policy`: the same, per group (wins over `retry_policy`).
     pub group_retry_policy: BTreeMap<String, BTreeMap<String, u32>>,
     pub cooldowns_disabled: bool,
+    /// `allowed_fails_policy` is set: LiteLLM then counts failures per error class for every
+    /// deployment, a group's only one included.
+    pub allowed_fails_policy: bool,
     /// How often a LiteLLM re-reads a key (a cooldown) from Redis that it found absent
     /// (`default_redis_batch_cache_expiry`, 10 s by default).
     pub redis_read_interval_s: f64,
@@ -243,6 +246,7 @@ impl RouterConfig {
                 })
                 .unwrap_or_default(),
             cooldowns_disabled: setting("disable_cooldowns").and_then(Value::as_bool) == Some(true),
+            allowed_fails_policy: setting("allowed_fails_policy").is_some_and(|v| !v.is_null()),
             redis_read_interval_s: lset
                 .and_then(|l| l.get("default_redis_batch_cache_expiry"))
                 .and_then(pricing::number)
@@ -414,14 +418,15 @@ impl RouterConfig {
     }
 
     /// Whether LiteLLM can put deployments of `group` into cooldown: not when cooldowns are
-    /// disabled or their time is 0, and (without `allowed_fails`) not for a group's only
-    /// deployment.
+    /// disabled or their time is 0, and (without `allowed_fails` or an `allowed_fails_policy`)
+    /// not for a group's only deployment.
     pub fn can_cool_down(&self, group: &str) -> bool {
         let deps = self.deployments_of(group);
+        let counts_singles = self.allowed_fails_policy;
         !self.cooldowns_disabled
             && deps
                 .iter()
-                .any(|d| d.cooldown_s > 0.0 && (deps.len() > 1 || d.allowed_fails.is_some()))
+                .any(|d| d.cooldown_s > 0.0 && (deps.len() > 1 || d.allowed_fails.is_some() || counts_singles))
     }
 
     /// How often LiteLLM calls `group` again after an error of `class` (`RateLimitError`,

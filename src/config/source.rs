@@ -15,8 +15,6 @@ use serde_yaml::Value;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-use crate::error::RunError;
-
 /// A place in the user's files, shown as `file:line`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loc {
@@ -63,12 +61,6 @@ impl fmt::Display for ConfigError {
             Some(l) => write!(f, "{l}: {}", self.message),
             None => write!(f, "{}: {}", self.file, self.message),
         }
-    }
-}
-
-impl From<ConfigError> for RunError {
-    fn from(e: ConfigError) -> Self {
-        RunError::usage(e.to_string())
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use serde::Serialize;
 
@@ -40,16 +39,6 @@ impl Totals {
     }
 }
 
-static BOOK: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
-
-pub fn record(e: Entry) {
-    BOOK.lock().unwrap_or_else(|e| e.into_inner()).push(e);
-}
-
-pub fn entries() -> Vec<Entry> {
-    BOOK.lock().unwrap_or_else(|e| e.into_inner()).clone()
-}
-
 /// Totals keyed by `key(entry)`.
 pub fn totals_by(entries: &[Entry], key: impl Fn(&Entry) -> &str) -> BTreeMap<String, Totals> {
     let mut out: BTreeMap<String, Totals> = BTreeMap::new();
@@ -69,13 +58,12 @@ struct Report<'a> {
 
 /// Writes `ledger.json` and `ledger.csv` into `dir` (nothing if no request was billed);
 /// returns the terminal table.
-pub fn write(dir: &Path, currency: &str) -> anyhow::Result<Option<(Vec<PathBuf>, String)>> {
-    let entries = entries();
+pub fn write(dir: &Path, currency: &str, entries: &[Entry]) -> anyhow::Result<Option<(Vec<PathBuf>, String)>> {
     if entries.is_empty() {
         return Ok(None);
     }
-    let by_tenant = totals_by(&entries, |e| &e.tenant);
-    let by_deployment = totals_by(&entries, |e| &e.deployment);
+    let by_tenant = totals_by(entries, |e| &e.tenant);
+    let by_deployment = totals_by(entries, |e| &e.deployment);
     std::fs::create_dir_all(dir)?;
     let json = dir.join("ledger.json");
     std::fs::write(
@@ -84,7 +72,7 @@ pub fn write(dir: &Path, currency: &str) -> anyhow::Result<Option<(Vec<PathBuf>,
             currency,
             by_tenant: by_tenant.clone(),
             by_deployment: by_deployment.clone(),
-            entries: &entries,
+            entries,
         })?,
     )?;
     let csv = dir.join("ledger.csv");

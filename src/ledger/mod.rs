@@ -2,6 +2,7 @@
 //! expected costs, per-tenant accumulation and three-way reconciliation.
 
 pub mod book;
+pub mod payload;
 pub mod prices;
 pub mod reconcile;
 pub mod sink;

@@ -3,8 +3,7 @@
 //! (the sink), each against the cost the team's price table expects for the deployment that
 //! actually served. Every disagreement is reported with the request it belongs to.
 
-use serde_json::Value;
-
+use super::payload::LoggingPayload;
 use super::prices::PriceTable;
 use crate::config::pricing::Tokens;
 
@@ -34,13 +33,13 @@ impl View {
 }
 
 impl View {
-    /// The router's logging payload (LiteLLM's standard logging payload).
-    pub fn from_payload(p: &Value) -> Self {
+    /// The router's logging payload.
+    pub fn from_payload(p: &LoggingPayload) -> Self {
         Self {
-            deployment: p.get("model_id").and_then(Value::as_str).map(str::to_owned),
-            prompt_tokens: p.get("prompt_tokens").and_then(Value::as_u64),
-            completion_tokens: p.get("completion_tokens").and_then(Value::as_u64),
-            cost: p.get("response_cost").and_then(Value::as_f64),
+            deployment: p.model_id.clone(),
+            prompt_tokens: p.prompt_tokens,
+            completion_tokens: p.completion_tokens,
+            cost: p.response_cost,
             ..Self::default()
         }
     }

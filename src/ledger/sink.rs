@@ -14,6 +14,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::payload::LoggingPayload;
+use crate::tag::Tag;
+
 /// Records beyond this are dropped oldest-first: a long soak must not grow without bound.
 const MAX_RECORDS: usize = 200_000;
 
@@ -97,42 +100,34 @@ async fn ingest(State(store): State<Shared>, body: axum::body::Bytes) -> (Status
 
 #[derive(Deserialize)]
 struct RecordsQuery {
-    /// Keep records whose JSON text contains this string (a case's tag or trace id).
-    contains: Option<String>,
+    /// Keep the payloads of requests carrying this tag (`Tag::in_payload`).
+    tag: Option<Tag>,
 }
 
-async fn records(State(store): State<Shared>, Query(q): Query<RecordsQuery>) -> Json<Value> {
+async fn records(
+    State(store): State<Shared>,
+    q: Result<Query<RecordsQuery>, axum::extract::rejection::QueryRejection>,
+) -> (StatusCode, Json<Value>) {
+    let Ok(Query(q)) = q else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"message": "tag: not a tag", "type": "invalid_request_error"}})),
+        );
+    };
     let s = store.lock().unwrap_or_else(|e| e.into_inner());
-    let out: Vec<&Value> = match &q.contains {
-        Some(needle) => s
-            .records
-            .iter()
-            .filter(|r| r.to_string().contains(needle.as_str()))
-            .collect(),
+    let out: Vec<&Value> = match &q.tag {
+        Some(tag) => s.records.iter().filter(|r| tag.in_payload(r)).collect(),
         None => s.records.iter().collect(),
     };
-    Json(json!({"batches": s.received_batches, "records": out}))
+    (
+        StatusCode::OK,
+        Json(json!({"batches": s.received_batches, "records": out})),
+    )
 }
 
 async fn clear(State(store): State<Shared>) -> StatusCode {
     store.lock().unwrap_or_else(|e| e.into_inner()).records.clear();
     StatusCode::NO_CONTENT
-}
-
-/// Drops repeated deliveries of one logging event (same `id`): a ledger counts each request
-/// once however often the router posted it.
-pub fn unique_by_id(records: Vec<Value>) -> Vec<Value> {
-    let mut seen = std::collections::HashSet::new();
-    records
-        .into_iter()
-        .filter(|r| match r.get("id").and_then(Value::as_str) {
-            Some(id) => seen.insert(format!(
-                "{id}/{}",
-                r.get("status").and_then(Value::as_str).unwrap_or("")
-            )),
-            None => true,
-        })
-        .collect()
 }
 
 /// Reads the sink over HTTP.
@@ -154,44 +149,47 @@ impl SinkClient {
         }
     }
 
-    pub async fn records(&self, contains: Option<&str>) -> anyhow::Result<Vec<Value>> {
+    /// The payloads of requests carrying `tag` (all of them without one).
+    pub async fn records(&self, tag: Option<&Tag>) -> anyhow::Result<Vec<LoggingPayload>> {
         let mut rb = self.http.get(format!("{}/records", self.base));
-        if let Some(c) = contains {
-            rb = rb.query(&[("contains", c)]);
+        if let Some(t) = tag {
+            rb = rb.query(&[("tag", t.as_str())]);
         }
         let v: Value = rb.send().await?.error_for_status()?.json().await?;
-        Ok(v["records"].as_array().cloned().unwrap_or_default())
+        Ok(v["records"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(LoggingPayload::from)
+            .collect())
     }
 
-    /// Waits until at least `n` records contain `needle`: the router flushes in batches, so
-    /// records arrive late. Bounded by `timeout`; the error says how many did arrive.
-    pub async fn wait_for(&self, needle: &str, n: usize, timeout: Duration) -> anyhow::Result<Vec<Value>> {
-        self.wait_for_where(needle, |_| true, n, timeout).await
+    /// Waits until at least `n` payloads of requests carrying `tag` arrived: the router
+    /// flushes in batches, so they arrive late. Bounded by `timeout`; the error says how many
+    /// did arrive.
+    pub async fn wait_for(&self, tag: &Tag, n: usize, timeout: Duration) -> anyhow::Result<Vec<LoggingPayload>> {
+        self.wait_for_where(tag, |_| true, n, timeout).await
     }
 
     /// Like [`Self::wait_for`], counting only the records `keep` accepts (a fallback logs a
     /// failure before the success: waiting for "any record" would return too early).
     pub async fn wait_for_where(
         &self,
-        needle: &str,
-        keep: impl Fn(&Value) -> bool,
+        tag: &Tag,
+        keep: impl Fn(&LoggingPayload) -> bool,
         n: usize,
         timeout: Duration,
-    ) -> anyhow::Result<Vec<Value>> {
+    ) -> anyhow::Result<Vec<LoggingPayload>> {
         let start = Instant::now();
         loop {
-            let got: Vec<Value> = self
-                .records(Some(needle))
-                .await?
-                .into_iter()
-                .filter(|r| keep(r))
-                .collect();
+            let got: Vec<LoggingPayload> = self.records(Some(tag)).await?.into_iter().filter(|r| keep(r)).collect();
             if got.len() >= n {
                 return Ok(got);
             }
             if start.elapsed() >= timeout {
                 anyhow::bail!(
-                    "ledger sink: {} of {n} expected logging payloads containing {needle:?} arrived within {:.0}s",
+                    "ledger sink: {} of {n} expected logging payloads of requests tagged {tag} arrived within {:.0}s",
                     got.len(),
                     timeout.as_secs_f64()
                 );
@@ -199,11 +197,6 @@ impl SinkClient {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-/// The record's `status` is `success`.
-pub fn is_success(r: &Value) -> bool {
-    r.get("status").and_then(Value::as_str) == Some("success")
 }
 
 #[cfg(test)]
@@ -230,9 +223,15 @@ mod tests {
         assert_eq!(bad.status(), 400);
         let c = SinkClient::new(&sink.url());
         assert_eq!(c.records(None).await.unwrap().len(), 2);
-        let got = c.wait_for("gt-aaa", 1, Duration::from_secs(1)).await.unwrap();
-        assert_eq!(got[0]["response_cost"], 1.5);
-        let err = c.wait_for("gt-zzz", 1, Duration::from_millis(200)).await.unwrap_err();
+        let tag = |s: &str| s.parse::<Tag>().unwrap();
+        let got = c.wait_for(&tag("gt-aaa"), 1, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(got[0].response_cost, Some(1.5));
+        // A tag is matched as a whole: gt-aa is not gt-aaa.
+        assert!(c.records(Some(&tag("gt-aa"))).await.unwrap().is_empty());
+        let err = c
+            .wait_for(&tag("gt-zzz"), 1, Duration::from_millis(200))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("0 of 1"), "{err}");
         sink.shutdown().await;
     }

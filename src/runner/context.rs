@@ -7,12 +7,16 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::report::Observation;
 use crate::client::RouterClient;
 use crate::config::RouterConfig;
+use crate::ledger::book::Entry;
 use crate::ledger::prices::PriceTable;
 use crate::ledger::sink::SinkClient;
 use crate::sim::AdminClient;
 use crate::stack::Endpoints;
+use crate::stack::role::Role;
+use crate::tag::Tag;
 
 #[derive(Clone)]
 pub struct Ctx {
@@ -21,7 +25,26 @@ pub struct Ctx {
     pub config: Arc<RouterConfig>,
     pub prices: Arc<PriceTable>,
     pub router: RouterClient,
-    tag: String,
+    tag: Tag,
+    /// What the case reports besides pass/fail: read by the trial once the case ends.
+    results: Arc<CaseResults>,
+}
+
+/// A case's measurements and billed requests, handed from the case to its trial (and from
+/// there to the one recorder the reports read): no process-wide list in between.
+#[derive(Default)]
+pub struct CaseResults {
+    observations: std::sync::Mutex<Vec<Observation>>,
+    ledger: std::sync::Mutex<Vec<Entry>>,
+}
+
+impl CaseResults {
+    /// Everything the case reported, emptied.
+    pub fn take(&self) -> (Vec<Observation>, Vec<Entry>) {
+        let o = std::mem::take(&mut *self.observations.lock().unwrap_or_else(|e| e.into_inner()));
+        let l = std::mem::take(&mut *self.ledger.lock().unwrap_or_else(|e| e.into_inner()));
+        (o, l)
+    }
 }
 
 impl Ctx {
@@ -31,6 +54,7 @@ impl Ctx {
         config: Arc<RouterConfig>,
         prices: Arc<PriceTable>,
         router_url: &str,
+        results: Arc<CaseResults>,
     ) -> Self {
         let router = RouterClient::new(router_url, endpoints.master_key.clone());
         Self {
@@ -39,32 +63,31 @@ impl Ctx {
             config,
             prices,
             router,
-            tag: format!("gt{}", crate::stack::random_hex(6)),
+            tag: Tag::fresh("gt", 6),
+            results,
         }
     }
 
     /// Records a measurement (latency, count…) shown in the summary and reports.
     pub fn observe(&self, name: &str, value: f64) {
         tracing::info!(observation = name, value, "observed");
-        super::report::observe(&self.case, name, value);
+        self.results
+            .observations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Observation {
+                name: name.to_owned(),
+                value,
+            });
     }
 
-    /// Serializes cases that change state shared across tags (a deployment's cooldown):
-    /// holders of the same key never run at the same time.
-    pub async fn exclusive(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        static LOCKS: std::sync::Mutex<Vec<(String, Arc<tokio::sync::Mutex<()>>)>> = std::sync::Mutex::new(Vec::new());
-        let lock = {
-            let mut all = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
-            match all.iter().find(|(k, _)| k == key) {
-                Some((_, l)) => l.clone(),
-                None => {
-                    let l = Arc::new(tokio::sync::Mutex::new(()));
-                    all.push((key.to_owned(), l.clone()));
-                    l
-                }
-            }
-        };
-        lock.lock_owned().await
+    /// Records a billed request in the run's ledger (`ledger.json`, the terminal table).
+    pub fn bill(&self, entry: Entry) {
+        self.results
+            .ledger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(entry);
     }
 
     /// The group generic checks send their traffic to (see `RouterConfig::probe_group`).
@@ -82,24 +105,25 @@ impl Ctx {
     }
 
     /// This case's tag: unique per run of the case.
-    pub fn tag(&self) -> &str {
+    pub fn tag(&self) -> &Tag {
         &self.tag
     }
 
-    /// A fresh sub-tag, for cases that need several isolated request streams.
-    pub fn subtag(&self, part: &str) -> String {
-        format!("{}-{part}", self.tag)
+    /// A sub-tag, for cases that need several isolated request streams (its requests do not
+    /// carry this case's own tag).
+    pub fn subtag(&self, part: &str) -> Tag {
+        self.tag.sub(part)
     }
 
-    /// A trace id for one request of this case.
-    pub fn trace_id(&self) -> String {
-        format!("trace-{}-{}", self.tag, crate::stack::random_hex(4))
+    /// A trace id for one request of this case (itself a tag: the sink finds payloads by it).
+    pub fn trace_id(&self) -> Tag {
+        Tag::fresh(&format!("trace-{}-", self.tag), 4)
     }
 
     pub fn sim(&self) -> anyhow::Result<AdminClient> {
         let url = self
             .endpoints
-            .url("sim")
+            .url_of(Role::Simulator)
             .ok_or_else(|| anyhow::anyhow!("this case needs the provider simulator, and the target has none"))?;
         Ok(AdminClient::new(url))
     }
@@ -107,29 +131,31 @@ impl Ctx {
     pub fn sink(&self) -> anyhow::Result<SinkClient> {
         let url = self
             .endpoints
-            .url("sink")
+            .url_of(Role::LedgerSink)
             .ok_or_else(|| anyhow::anyhow!("this case needs the ledger sink, and the target has none"))?;
         Ok(SinkClient::new(url))
     }
 
-    /// A client for another router service of the stack (e.g. `router_b`).
-    pub fn router_named(&self, service: &str) -> anyhow::Result<RouterClient> {
+    /// A client for the stack's second router (same Redis, same config).
+    pub fn second_router(&self) -> anyhow::Result<RouterClient> {
         let url = self
             .endpoints
-            .url(service)
-            .ok_or_else(|| anyhow::anyhow!("this case needs service '{service}', and the target has none"))?;
+            .url_of(Role::SecondRouter)
+            .ok_or_else(|| anyhow::anyhow!("this case needs a second router, and the target has none"))?;
         Ok(RouterClient::new(url, self.endpoints.master_key.clone()))
     }
 
-    /// A chat request for `model` carrying `tag` in `user`, prompt and metadata, so the
-    /// simulator, the router's logs and the ledger can all be filtered by it.
-    pub fn chat_body(&self, model: &str, tag: &str, prompt: &str) -> Value {
-        json!({
+    /// A chat request for `model` stamped with `tag` (user, prompt marker, metadata), so the
+    /// simulator, the router's logs and the ledger can all be filtered by it, and a trace id
+    /// of its own.
+    pub fn chat_body(&self, model: &str, tag: &Tag, prompt: &str) -> Value {
+        let mut body = json!({
             "model": model,
-            "messages": [{"role": "user", "content": format!("[{tag}] {prompt}")}],
-            "user": tag,
+            "messages": [{"role": "user", "content": prompt}],
             "max_tokens": 16,
-            "metadata": {"tenant": tag, "trace_id": self.trace_id(), "tags": [tag, format!("case:{}", self.case)]},
-        })
+            "metadata": {"trace_id": self.trace_id(), "tags": [format!("case:{}", self.case)]},
+        });
+        tag.stamp(&mut body);
+        body
     }
 }

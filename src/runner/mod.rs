@@ -9,6 +9,8 @@ pub mod registry;
 pub mod report;
 pub mod run;
 pub mod signals;
+pub mod target;
+pub mod trial;
 pub mod up;
 
 pub use run::main as run_tests;

@@ -9,6 +9,7 @@ use super::context::Ctx;
 use super::locks::Claims;
 use crate::config::RouterConfig;
 use crate::stack::manifest::Manifest;
+use crate::stack::role::Role;
 
 pub type CaseFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 pub type CaseFn = Arc<dyn Fn(Ctx) -> CaseFuture + Send + Sync>;
@@ -17,8 +18,8 @@ pub type CaseFn = Arc<dyn Fn(Ctx) -> CaseFuture + Send + Sync>;
 #[derive(Clone)]
 pub struct Case {
     pub name: String,
-    /// Services it needs besides the router (`sim`, `sink`, `router_b`, `redis`).
-    pub needs: Vec<&'static str>,
+    /// Services it needs besides the router, by role.
+    pub needs: Vec<Role>,
     /// Registered as ignored, with the reason (shown in the summary and reports).
     pub ignored: Option<String>,
     /// The model groups it sends traffic to or breaks (see `runner::locks`).
@@ -40,8 +41,8 @@ impl Case {
             run: Arc::new(move |c| Box::pin(f(c))),
         }
     }
-    pub fn needs(mut self, services: &[&'static str]) -> Self {
-        self.needs.extend_from_slice(services);
+    pub fn needs(mut self, roles: &[Role]) -> Self {
+        self.needs.extend_from_slice(roles);
         self
     }
     pub fn ignore(mut self, reason: impl Into<String>) -> Self {
@@ -79,9 +80,9 @@ impl Case {
 pub struct Plan {
     pub manifest: Manifest,
     pub config: RouterConfig,
-    /// Services the target offers (all of the manifest's for the embedded stack; those in
-    /// the state file when attached; none but the router for a bare `ROUTER_URL`).
-    pub available: Vec<String>,
+    /// Roles the target offers (all of the manifest's for the embedded stack; those in the
+    /// state file when attached; the router alone for a bare `ROUTER_URL`).
+    pub available: Vec<Role>,
     /// `GAUNTLET_REQUIRE=all`: a case that would be ignored for a missing service fails instead.
     pub require_all: bool,
 }
@@ -97,8 +98,8 @@ impl Plan {
         }
     }
 
-    pub fn offers(&self, service: &str) -> bool {
-        self.available.iter().any(|s| s == service)
+    pub fn offers(&self, role: Role) -> bool {
+        self.available.contains(&role)
     }
 }
 
@@ -108,7 +109,12 @@ pub fn gate(plan: &Plan, cases: Vec<Case>) -> Vec<Case> {
     cases
         .into_iter()
         .map(|c| {
-            let missing: Vec<&str> = c.needs.iter().copied().filter(|s| !plan.offers(s)).collect();
+            let missing: Vec<String> = c
+                .needs
+                .iter()
+                .filter(|r| !plan.offers(**r))
+                .map(ToString::to_string)
+                .collect();
             if missing.is_empty() || c.ignored.is_some() {
                 return c;
             }

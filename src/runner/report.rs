@@ -40,37 +40,25 @@ pub struct Observation {
     pub value: f64,
 }
 
-static OBSERVATIONS: Mutex<Vec<(String, Observation)>> = Mutex::new(Vec::new());
-
-/// Records a measurement of `case`.
-pub fn observe(case: &str, name: &str, value: f64) {
-    OBSERVATIONS.lock().unwrap_or_else(|e| e.into_inner()).push((
-        case.to_owned(),
-        Observation {
-            name: name.to_owned(),
-            value,
-        },
-    ));
-}
-
-/// Takes the measurements recorded for `case`.
-pub fn take_observations(case: &str) -> Vec<Observation> {
-    let mut all = OBSERVATIONS.lock().unwrap_or_else(|e| e.into_inner());
-    let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut *all).into_iter().partition(|(c, _)| c == case);
-    *all = rest;
-    mine.into_iter().map(|(_, o)| o).collect()
-}
-
-/// Records gathered from the trial threads.
+/// What the trial threads report, in one place the reports read: each case's record and
+/// the requests it billed.
 #[derive(Default)]
-pub struct Recorder(Mutex<Vec<CaseRecord>>);
+pub struct Recorder {
+    cases: Mutex<Vec<CaseRecord>>,
+    ledger: Mutex<Vec<crate::ledger::book::Entry>>,
+}
 
 impl Recorder {
-    pub fn push(&self, r: CaseRecord) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+    pub fn push(&self, r: CaseRecord, billed: Vec<crate::ledger::book::Entry>) {
+        self.cases.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner()).extend(billed);
     }
-    pub fn take(&self) -> Vec<CaseRecord> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Every case record and billed request so far, emptied.
+    pub fn take(&self) -> (Vec<CaseRecord>, Vec<crate::ledger::book::Entry>) {
+        (
+            std::mem::take(&mut *self.cases.lock().unwrap_or_else(|e| e.into_inner())),
+            std::mem::take(&mut *self.ledger.lock().unwrap_or_else(|e| e.into_inner())),
+        )
     }
 }
 

@@ -1,5 +1,6 @@
 //! The admin API (`/admin/...`): change behaviours and rules at run time, read the journal,
-//! reset. [`AdminClient`] is its typed client, used by the suites.
+//! reset. [`AdminClient`] is its typed client, used by the suites. Tags are [`Tag`]s on both
+//! sides: a rule or query whose tag is not one is a 400 that says why.
 
 use std::time::Duration;
 
@@ -13,10 +14,11 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::DeploymentSpec;
+use super::config::DeploymentSpec;
 use super::model::{Behaviour, JournalEntry, JournalQuery, Rule};
 use super::openai::error_body;
-use super::server::Shared;
+use super::state::{Deployment, Shared};
+use crate::tag::Tag;
 
 pub fn router() -> Router<Shared> {
     Router::new()
@@ -55,7 +57,7 @@ fn parse<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, AdminError> 
     serde_json::from_slice(body).map_err(|e| bad(StatusCode::BAD_REQUEST, format!("invalid {what}: {e}")))
 }
 
-fn deployment(s: &Shared, d: &str) -> Result<std::sync::Arc<super::state::Deployment>, AdminError> {
+fn deployment(s: &Shared, d: &str) -> Result<std::sync::Arc<Deployment>, AdminError> {
     s.deployment(d)
         .ok_or_else(|| bad(StatusCode::NOT_FOUND, format!("unknown deployment '{d}'")))
 }
@@ -119,12 +121,6 @@ async fn add_rule(State(s): State<Shared>, Path(d): Path<String>, body: Bytes) -
         let rule: Rule = parse(&body, "rule")?;
         validate(&rule.behaviour)?;
         rule.when.validate().map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
-        if rule.tag.as_deref() == Some("") {
-            return Err(bad(
-                StatusCode::BAD_REQUEST,
-                "tag must not be empty (omit it to match every request)".into(),
-            ));
-        }
         let id = s.add_rule(&dep, rule);
         Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response())
     };
@@ -157,11 +153,15 @@ async fn delete_tagged(State(s): State<Shared>, Query(q): Query<TagQuery>) -> Re
     let Some(tag) = q.tag.filter(|t| !t.is_empty()) else {
         return bad(StatusCode::BAD_REQUEST, "DELETE /admin/rules needs ?tag=<tag>".into()).into_response();
     };
+    let tag: Tag = match tag.parse() {
+        Ok(t) => t,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, format!("invalid tag: {e}")).into_response(),
+    };
     let mut removed = 0;
     for d in s.deployments.read().unwrap_or_else(|e| e.into_inner()).values() {
         let mut rules = d.rules.write().unwrap_or_else(|e| e.into_inner());
         let before = rules.len();
-        rules.retain(|r| r.rule.tag.as_deref() != Some(tag.as_str()));
+        rules.retain(|r| r.rule.tag.as_ref() != Some(&tag));
         removed += before - rules.len();
     }
     Json(json!({"removed": removed})).into_response()
@@ -237,11 +237,12 @@ impl AdminClient {
         .map(drop)
     }
 
-    pub async fn clear_tag(&self, tag: &str) -> anyhow::Result<()> {
+    /// Removes every rule with this tag, on every deployment.
+    pub async fn clear_tag(&self, tag: &Tag) -> anyhow::Result<()> {
         self.call(
             self.http
                 .delete(format!("{}/admin/rules", self.base))
-                .query(&[("tag", tag)]),
+                .query(&[("tag", tag.as_str())]),
             "clear tag",
         )
         .await
@@ -274,12 +275,12 @@ impl AdminClient {
             .map(drop)
     }
 
-    /// The journal as the admin API returns it (JSON text).
-    pub async fn journal_text(&self, tag: &str) -> anyhow::Result<String> {
+    /// The entries of requests carrying `tag`, as the admin API returns them (JSON text).
+    pub async fn journal_text(&self, tag: &Tag) -> anyhow::Result<String> {
         self.call(
             self.http
                 .get(format!("{}/admin/journal", self.base))
-                .query(&[("tag", tag)]),
+                .query(&[("tag", tag.as_str())]),
             "journal",
         )
         .await

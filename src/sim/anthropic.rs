@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::Fault;
+use super::model::Fault;
 use super::openai::Refusal;
 use super::request::{CachePrefix, CacheUse, Kind, Reply, Request, fnv, type_name, words};
 

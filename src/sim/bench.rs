@@ -8,7 +8,8 @@ use axum::routing::post;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use super::{DeploymentSpec, SimConfig};
+use super::config::{DeploymentSpec, SimConfig};
+use super::handle::start;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -93,7 +94,7 @@ fn line(name: &str, r: &Result) -> String {
 }
 
 pub async fn bench_cli(args: BenchArgs) -> anyhow::Result<()> {
-    let sim = super::start(
+    let sim = start(
         SimConfig {
             seed: 0,
             deployments: vec![DeploymentSpec::named("default")],

@@ -7,9 +7,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::model::Fault;
 use super::openai::{self, Refusal};
 use super::request::{CacheUse, Kind, Reply, Request};
-use super::{Fault, anthropic, embeddings};
+use super::{anthropic, embeddings};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Dialect {
@@ -159,7 +160,12 @@ mod tests {
     use serde_json::{Value, json};
 
     use crate::sim::embeddings::tests::decode;
-    use crate::sim::{AdminClient, DeploymentSpec, Fault, JournalEntry, JournalQuery, Rule, SimConfig, start};
+    use crate::sim::{AdminClient, DeploymentSpec, Fault, JournalEntry, JournalQuery, Outcome, Rule, SimConfig, start};
+    use crate::tag::Tag;
+
+    fn tag(s: &str) -> Tag {
+        s.parse().unwrap()
+    }
 
     async fn sim(names: &[&str]) -> crate::sim::SimHandle {
         let cfg = SimConfig {
@@ -398,7 +404,7 @@ mod tests {
         assert_eq!(end["usage"]["output_tokens"], 16);
         // metadata.user_id is the request's user: for the journal and for tag rules.
         AdminClient::new(&s.url())
-            .add_rule("a", &Rule::tagged("tagU1", Fault::status(503)))
+            .add_rule("a", &Rule::tagged(&tag("tagU1"), Fault::status(503)))
             .await
             .unwrap();
         assert_eq!(post(&url, &req, &key).await.status(), 503);
@@ -407,7 +413,7 @@ mod tests {
             j.iter()
                 .all(|e| e.path == "/v1/messages" && e.user.as_deref() == Some("tagU1"))
         );
-        assert_eq!(j[3].tag_matched.as_deref(), Some("tagU1"));
+        assert_eq!(j[3].tag_matched, Some(tag("tagU1")));
         assert_eq!((j[0].prompt_tokens, j[0].completion_tokens), (7, 4));
         let text = serde_json::to_string(&j).unwrap();
         assert!(!text.contains("sk-ant-secret-4242"), "{text}");
@@ -479,7 +485,7 @@ mod tests {
         );
         let hung = reqwest::Client::new()
             .post(&url)
-            .json(&messages(json!("sys"), "hangA1"))
+            .json(&messages(json!("sys"), "[hangA1] question"))
             .header("x-sim-fault", "hang")
             .timeout(Duration::from_millis(300))
             .send()
@@ -487,12 +493,12 @@ mod tests {
         assert!(hung.unwrap_err().is_timeout());
         let j = AdminClient::new(&s.url())
             .journal(&JournalQuery {
-                tag: Some("hangA1".into()),
+                tag: Some(tag("hangA1")),
                 ..Default::default()
             })
             .await
             .unwrap();
-        assert_eq!(j[0].outcome, "hang");
+        assert_eq!(j[0].outcome, Outcome::Hang);
         s.shutdown().await;
     }
 
@@ -592,7 +598,7 @@ mod tests {
         let j = journal(&s).await;
         assert!(
             j.iter()
-                .all(|e| e.path == "/v1/embeddings" && e.completion_tokens == 0 && e.outcome == "ok")
+                .all(|e| e.path == "/v1/embeddings" && e.completion_tokens == 0 && e.outcome.is_ok())
         );
         s.shutdown().await;
     }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::openai::{self, Refusal, invalid};
-use super::request::{EmbeddingInput, Kind, Request, fnv, type_name, words, xorshift};
+use super::request::{EmbeddingInput, Kind, Request, fnv, type_name, unit, words, xorshift};
 
 /// Small, so journal dumps and test fixtures stay readable; `dimensions` asks for more.
 pub const DEFAULT_DIMENSIONS: usize = 8;
@@ -105,9 +105,7 @@ fn inputs(obj: &Map<String, Value>) -> Result<Vec<(String, u64)>, Refusal> {
 pub fn vector(seed: u64, model: &str, input: &str, dimensions: usize) -> Vec<f32> {
     // `| 1`: xorshift would stay at zero forever from a zero state.
     let mut x = fnv(&[&seed.to_le_bytes(), model.as_bytes(), input.as_bytes()]) | 1;
-    let raw: Vec<f64> = (0..dimensions)
-        .map(|_| super::state::unit(xorshift(&mut x)) * 2.0 - 1.0)
-        .collect();
+    let raw: Vec<f64> = (0..dimensions).map(|_| unit(xorshift(&mut x)) * 2.0 - 1.0).collect();
     let norm = raw.iter().map(|v| v * v).sum::<f64>().sqrt().max(f64::MIN_POSITIVE);
     raw.iter().map(|v| (v / norm) as f32).collect()
 }

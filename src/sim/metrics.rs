@@ -7,8 +7,7 @@ use std::sync::atomic::Ordering;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 
-use super::server::Shared;
-use super::state::{BUCKETS, Deployment, Histogram};
+use super::state::{BUCKETS, Deployment, Histogram, Shared};
 
 pub async fn all(State(s): State<Shared>) -> Response {
     let deps: Vec<_> = s

@@ -1,8 +1,12 @@
 //! The simulator's plain data, shared by the server and the admin client (serde both ways):
-//! behaviours, faults, scripted rules, journal entries.
+//! behaviours, faults, scripted rules, journal entries and their outcomes.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::tag::Tag;
 
 /// How a deployment answers. Every field is optional; an empty behaviour is a prompt,
 /// healthy reply.
@@ -72,17 +76,16 @@ impl Fault {
         }
     }
 
-    /// The journal's name for the outcome this fault produces.
-    pub fn outcome(&self) -> String {
+    /// The journal outcome of a request this fault decides.
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Self::Error { status, .. } => format!("error:{status}"),
-            Self::ContextLength => "error:400".into(),
-            Self::ContentPolicy => "error:400".into(),
-            Self::Hang => "hang".into(),
-            Self::Reset => "reset".into(),
-            Self::Malformed => "malformed".into(),
-            Self::CutStream { after_chunks } => format!("cut:{after_chunks}"),
-            Self::NoUsage => "no_usage".into(),
+            Self::Error { status, .. } => Outcome::Error(*status),
+            Self::ContextLength | Self::ContentPolicy => Outcome::Error(400),
+            Self::Hang => Outcome::Hang,
+            Self::Reset => Outcome::Reset,
+            Self::Malformed => Outcome::Malformed,
+            Self::CutStream { after_chunks } => Outcome::Cut(*after_chunks),
+            Self::NoUsage => Outcome::NoUsage,
         }
     }
 
@@ -143,9 +146,10 @@ impl When {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
-    /// Applies only to requests whose `user` field or prompt text contains this string.
+    /// Applies only to requests that carry this tag ([`Tag::carried_by`]: their `user` is the
+    /// tag, or their prompt contains `[tag]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
+    pub tag: Option<Tag>,
     #[serde(default = "always")]
     pub when: When,
     pub behaviour: Behaviour,
@@ -157,12 +161,113 @@ fn always() -> When {
 
 impl Rule {
     /// Every request carrying `tag` gets `fault`.
-    pub fn tagged(tag: &str, fault: Fault) -> Self {
+    pub fn tagged(tag: &Tag, fault: Fault) -> Self {
         Self {
-            tag: Some(tag.to_owned()),
+            tag: Some(tag.clone()),
             when: When::ALWAYS,
             behaviour: Behaviour::fault(fault),
         }
+    }
+}
+
+/// How a journaled call ended. In JSON (and [`fmt::Display`]) it is the string the journal has
+/// always used: `pending`, `ok`, `error:<status>`, `hang`, `reset`, `malformed`, `cut:<n>`,
+/// `no_usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Outcome {
+    /// Still in flight.
+    #[default]
+    Pending,
+    /// Answered normally.
+    Ok,
+    /// Answered with this HTTP error status.
+    Error(u16),
+    /// Never answered (visible as soon as the hang starts).
+    Hang,
+    /// Connection aborted with a TCP RST.
+    Reset,
+    /// Answered 200 with a body that is not JSON.
+    Malformed,
+    /// Stream broken after this many events.
+    Cut(u32),
+    /// Answered without usage.
+    NoUsage,
+}
+
+/// A string that is not a journal outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a journal outcome: pending, ok, error:<status>, hang, reset, malformed, cut:<n> or no_usage")]
+pub struct BadOutcome(pub String);
+
+impl Outcome {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Self::Ok)
+    }
+
+    /// An HTTP error answer (not a hang, reset, malformed body or cut stream).
+    pub fn is_error(&self) -> bool {
+        matches!(self, Self::Error(_))
+    }
+
+    /// The HTTP error status, for an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Error(s) => Some(*s),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pending => f.write_str("pending"),
+            Self::Ok => f.write_str("ok"),
+            Self::Error(status) => write!(f, "error:{status}"),
+            Self::Hang => f.write_str("hang"),
+            Self::Reset => f.write_str("reset"),
+            Self::Malformed => f.write_str("malformed"),
+            Self::Cut(n) => write!(f, "cut:{n}"),
+            Self::NoUsage => f.write_str("no_usage"),
+        }
+    }
+}
+
+impl std::str::FromStr for Outcome {
+    type Err = BadOutcome;
+    fn from_str(s: &str) -> Result<Self, BadOutcome> {
+        let bad = || BadOutcome(s.to_owned());
+        Ok(match s {
+            "pending" => Self::Pending,
+            "ok" => Self::Ok,
+            "hang" => Self::Hang,
+            "reset" => Self::Reset,
+            "malformed" => Self::Malformed,
+            "no_usage" => Self::NoUsage,
+            _ => {
+                if let Some(status) = s.strip_prefix("error:") {
+                    Self::Error(status.parse().map_err(|_| bad())?)
+                } else if let Some(n) = s.strip_prefix("cut:") {
+                    Self::Cut(n.parse().map_err(|_| bad())?)
+                } else {
+                    return Err(bad());
+                }
+            }
+        })
+    }
+}
+
+impl TryFrom<String> for Outcome {
+    type Error = BadOutcome;
+    fn try_from(s: String) -> Result<Self, BadOutcome> {
+        s.parse()
+    }
+}
+
+impl From<Outcome> for String {
+    fn from(o: Outcome) -> Self {
+        o.to_string()
     }
 }
 
@@ -178,7 +283,12 @@ pub struct JournalEntry {
     pub user: Option<String>,
     pub metadata: Option<Value>,
     /// The tag of the rule that decided this request, if a tagged rule did.
-    pub tag_matched: Option<String>,
+    pub tag_matched: Option<Tag>,
+    /// Every tag the request carried: the `[tag]` markers anywhere in its prompt
+    /// ([`Tag::all_in`]), and its `user` if that is a tag. What the `tag` query matches.
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    /// The first 200 characters of the prompt text, for reading; not used for matching.
     pub prompt_excerpt: String,
     /// Request headers, secrets redacted.
     pub headers: Vec<(String, String)>,
@@ -191,9 +301,8 @@ pub struct JournalEntry {
     /// Of `prompt_tokens`, the cached prefix this call wrote.
     #[serde(default)]
     pub cache_creation_input_tokens: u64,
-    /// `pending` while in flight, then `ok`, `error:<status>`, `hang`, `reset`, `malformed`,
-    /// `cut:<n>`, `no_usage`.
-    pub outcome: String,
+    /// `pending` while in flight, then how the call ended.
+    pub outcome: Outcome,
     pub latency_ms: u64,
 }
 
@@ -202,10 +311,25 @@ pub struct JournalEntry {
 pub struct JournalQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment: Option<String>,
+    /// Entries of requests that carried this tag (see [`JournalQuery::matches`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
+    pub tag: Option<Tag>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_seq: Option<u64>,
+}
+
+impl JournalQuery {
+    /// Whether `e` is one of the entries this query asks for. A tag matches the tags the
+    /// request carried, or the tag of the rule that decided it — the request carried that one
+    /// too, so a tag finds exactly the requests its rules apply to.
+    pub fn matches(&self, e: &JournalEntry) -> bool {
+        self.deployment.as_deref().is_none_or(|d| e.deployment == d)
+            && self.since_seq.is_none_or(|s| e.seq > s)
+            && self
+                .tag
+                .as_ref()
+                .is_none_or(|t| e.tags.contains(t) || e.tag_matched.as_ref() == Some(t))
+    }
 }
 
 #[cfg(test)]
@@ -215,9 +339,10 @@ mod tests {
     #[test]
     fn json_shapes() {
         let r: Rule = serde_json::from_str(
-            r#"{"tag":"t","when":{"first":2},"behaviour":{"fault":{"kind":"error","status":429,"retry_after":1}}}"#,
+            r#"{"tag":"t1","when":{"first":2},"behaviour":{"fault":{"kind":"error","status":429,"retry_after":1}}}"#,
         )
         .unwrap();
+        assert_eq!(r.tag, Some("t1".parse().unwrap()));
         assert_eq!(r.when, When::First { first: 2 });
         assert_eq!(
             r.behaviour.fault,
@@ -233,6 +358,14 @@ mod tests {
         let back: Rule = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
         assert!(serde_json::from_str::<Rule>(r#"{"behaviour":{"fault":{"kind":"explode"}}}"#).is_err());
+        // A tag is a string in JSON, checked on the way in.
+        let tagged = Rule::tagged(&"gt1a2b".parse().unwrap(), Fault::Hang);
+        assert_eq!(
+            serde_json::to_value(&tagged).unwrap()["tag"],
+            serde_json::json!("gt1a2b")
+        );
+        let e = serde_json::from_str::<Rule>(r#"{"tag":"a b","behaviour":{}}"#).unwrap_err();
+        assert!(e.to_string().contains("\"a b\" is not a tag"), "{e}");
         assert!(When::Range { from: 5, to: 2 }.validate().is_err());
         assert!(When::Rate { rate: 1.5 }.validate().is_err());
         assert!(
@@ -253,5 +386,57 @@ mod tests {
             "headers":[],"prompt_tokens":2,"completion_tokens":3,"outcome":"ok","latency_ms":4}"#;
         let e: JournalEntry = serde_json::from_str(old).unwrap();
         assert_eq!((e.cache_read_input_tokens, e.cache_creation_input_tokens), (0, 0));
+        assert_eq!((e.outcome, e.tags), (Outcome::Ok, vec![]));
+    }
+
+    #[test]
+    fn outcomes_are_the_journal_strings_both_ways() {
+        let all = [
+            (Outcome::Pending, "pending"),
+            (Outcome::Ok, "ok"),
+            (Outcome::Error(429), "error:429"),
+            (Outcome::Hang, "hang"),
+            (Outcome::Reset, "reset"),
+            (Outcome::Malformed, "malformed"),
+            (Outcome::Cut(3), "cut:3"),
+            (Outcome::NoUsage, "no_usage"),
+        ];
+        // Adding a variant breaks this match, a reminder to list it above.
+        let listed = |o: Outcome| match o {
+            Outcome::Pending | Outcome::Ok | Outcome::Error(_) | Outcome::Hang | Outcome::Reset => (),
+            Outcome::Malformed | Outcome::Cut(_) | Outcome::NoUsage => (),
+        };
+        for (o, s) in all {
+            listed(o);
+            assert_eq!(o.to_string(), s);
+            assert_eq!(s.parse::<Outcome>(), Ok(o));
+            assert_eq!(serde_json::to_value(o).unwrap(), serde_json::json!(s));
+            assert_eq!(serde_json::from_value::<Outcome>(serde_json::json!(s)).unwrap(), o);
+            assert_eq!(o.is_ok(), s == "ok", "{s}");
+            assert_eq!(o.is_error(), s.starts_with("error:"), "{s}");
+            assert_eq!(o.status(), s.strip_prefix("error:").map(|n| n.parse().unwrap()), "{s}");
+        }
+        for bad in [
+            "",
+            "OK",
+            "error",
+            "error:",
+            "error:abc",
+            "error:70000",
+            "cut:",
+            "cut:-1",
+            "done",
+        ] {
+            assert_eq!(bad.parse::<Outcome>(), Err(BadOutcome(bad.into())), "{bad:?}");
+            assert!(
+                serde_json::from_value::<Outcome>(serde_json::json!(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+        // A fault's outcome is the one the journal shows for it.
+        assert_eq!(Fault::status(503).outcome(), Outcome::Error(503));
+        assert_eq!(Fault::ContextLength.outcome(), Outcome::Error(400));
+        assert_eq!(Fault::CutStream { after_chunks: 2 }.outcome(), Outcome::Cut(2));
+        assert_eq!(Fault::NoUsage.outcome(), Outcome::NoUsage);
     }
 }

@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use super::model::Fault;
 use super::request::{Kind, Reply, Request, type_name, words};
 
 /// A request the simulator refuses: status and OpenAI-shaped body.
@@ -284,8 +285,7 @@ pub fn stream_events(req: &Request, r: &Reply, created: u64, with_usage: bool) -
 }
 
 /// The error body and headers a fault answers with, for the faults that are HTTP errors.
-pub fn fault_error(fault: &super::Fault, prompt_tokens: u64) -> Option<(u16, Value, Option<u64>)> {
-    use super::Fault;
+pub fn fault_error(fault: &Fault, prompt_tokens: u64) -> Option<(u16, Value, Option<u64>)> {
     Some(match fault {
         Fault::Error {
             status,
@@ -371,8 +371,8 @@ pub fn fault_error(fault: &super::Fault, prompt_tokens: u64) -> Option<(u16, Val
 /// Azure's errors are OpenAI's except content filtering, which Azure words and structures its
 /// own way (`content_filter` with a `ResponsibleAIPolicyViolation` inner error): routers that
 /// special-case Azure look for exactly that.
-pub fn azure_fault_error(fault: &super::Fault, prompt_tokens: u64) -> Option<(u16, Value, Option<u64>)> {
-    if !matches!(fault, super::Fault::ContentPolicy) {
+pub fn azure_fault_error(fault: &Fault, prompt_tokens: u64) -> Option<(u16, Value, Option<u64>)> {
+    if !matches!(fault, Fault::ContentPolicy) {
         return fault_error(fault, prompt_tokens);
     }
     let filtered = json!({"filtered": true, "severity": "high"});

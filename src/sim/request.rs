@@ -139,6 +139,11 @@ pub fn xorshift(x: &mut u64) -> u64 {
     *x
 }
 
+/// A hash mapped to [0, 1).
+pub fn unit(h: u64) -> f64 {
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// The deterministic reply: its words and whether max_tokens truncated it.
 pub struct Reply {
     pub words: Vec<&'static str>,

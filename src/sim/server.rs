@@ -1,6 +1,7 @@
-//! The simulator's HTTP side: every dialect's endpoints per deployment, the one path that
-//! applies behaviours, rules, journal, metrics and faults to them, streams, and an accept loop
-//! of its own so a `reset` fault can abort the TCP connection (axum's serve cannot).
+//! The simulator's HTTP side: the router that mounts every dialect's endpoints per deployment,
+//! metrics and the admin API; the one path that applies behaviours, rules, journal, metrics and
+//! faults to model calls; streams; and the connection stream a `reset` fault aborts (the accept
+//! loop that uses it is `handle::start`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,16 +20,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::dialect::Dialect;
-use super::model::{Behaviour, Fault, JournalEntry};
-use super::openai;
-use super::request::{CacheUse, Kind, reply};
-use super::state::{Deployment, State};
+use super::model::{Behaviour, Fault, JournalEntry, Outcome};
+use super::request::{CacheUse, Kind, fnv, reply, unit};
+use super::state::{Deployment, Shared, State, carried_tags};
+use super::{admin, metrics, openai};
 
 /// A hang is answered by the client giving up; this cap keeps an abandoned one from living
 /// for the rest of a long run.
 const HANG_CAP: Duration = Duration::from_secs(300);
-
-pub type Shared = Arc<State>;
 
 /// Set by a `reset` fault; the connection's stream then refuses to write and is closed with
 /// SO_LINGER 0, which sends the client a TCP RST instead of a response.
@@ -38,9 +37,9 @@ pub struct ResetFlag(Arc<AtomicBool>);
 pub fn router(state: Shared) -> Router {
     let mut r = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/metrics", get(super::metrics::all))
+        .route("/metrics", get(metrics::all))
         .route("/d/{deployment}/health", get(deployment_health))
-        .route("/d/{deployment}/metrics", get(super::metrics::one))
+        .route("/d/{deployment}/metrics", get(metrics::one))
         .route("/d/{deployment}/v1/models", get(models))
         .route("/v1/models", get(|s| models(s, Path("default".into()))));
     // Unprefixed, the model routes serve the `default` deployment (see `Call`).
@@ -49,7 +48,7 @@ pub fn router(state: Shared) -> Router {
             r = r.route(&format!("{prefix}{path}"), call(dialect));
         }
     }
-    r.merge(super::admin::router())
+    r.merge(admin::router())
         .fallback(|| async {
             refuse(
                 404,
@@ -284,11 +283,7 @@ fn redacted_headers(h: &HeaderMap) -> Vec<(String, String)> {
 fn delay(base: Option<u64>, jitter: Option<u64>, seed: u64, seq: u64, salt: u64) -> Duration {
     let base = base.unwrap_or(0) as f64;
     let j = jitter.unwrap_or(0) as f64;
-    let r = super::state::unit(super::request::fnv(&[
-        &seed.to_le_bytes(),
-        &seq.to_le_bytes(),
-        &salt.to_le_bytes(),
-    ]));
+    let r = unit(fnv(&[&seed.to_le_bytes(), &seq.to_le_bytes(), &salt.to_le_bytes()]));
     Duration::from_secs_f64(((base + (r * 2.0 - 1.0) * j).max(0.0)) / 1000.0)
 }
 
@@ -330,16 +325,17 @@ async fn complete(c: Call, dialect: Dialect) -> Response {
         user: req.user.clone(),
         metadata: req.metadata.clone(),
         tag_matched: tag,
+        tags: carried_tags(req.user.as_deref(), &req.text),
         prompt_excerpt: req.text.chars().take(200).collect(),
         headers: redacted_headers(&headers),
         prompt_tokens: req.prompt_tokens,
-        outcome: "pending".into(),
+        outcome: Outcome::Pending,
         ..JournalEntry::default()
     });
     let m = &dep.metrics;
     m.running.fetch_add(1, Ordering::Relaxed);
     let _running = Running(dep.clone());
-    let finish = |outcome: &str, completion: u64, cache: CacheUse| {
+    let finish = |outcome: Outcome, completion: u64, cache: CacheUse| {
         s.journal_finish(seq, outcome, completion, start.elapsed().as_millis() as u64, cache);
     };
     let wait = if req.stream {
@@ -370,7 +366,7 @@ async fn complete(c: Call, dialect: Dialect) -> Response {
         .cache_prefix
         .map_or_else(CacheUse::default, |p| dep.prompt_cache.touch(p));
     let with_usage = !matches!(behaviour.fault, Some(Fault::NoUsage));
-    let outcome = behaviour.fault.as_ref().map_or_else(|| "ok".to_owned(), Fault::outcome);
+    let outcome = behaviour.fault.as_ref().map_or(Outcome::Ok, Fault::outcome);
     let created = now_ms() / 1000;
     m.prompt_tokens.fetch_add(req.prompt_tokens, Ordering::Relaxed);
     m.generation_tokens.fetch_add(reply.tokens(), Ordering::Relaxed);
@@ -379,7 +375,7 @@ async fn complete(c: Call, dialect: Dialect) -> Response {
         m.ttft.observe(start.elapsed().as_secs_f64());
         m.e2e.observe(start.elapsed().as_secs_f64());
         m.success.fetch_add(1, Ordering::Relaxed);
-        finish(&outcome, reply.tokens(), cache);
+        finish(outcome, reply.tokens(), cache);
         let body = dialect.body(s.seed, &req, &reply, cache, created, with_usage);
         return with_ids(([("content-type", "application/json")], body).into_response(), &d, seq);
     }
@@ -391,7 +387,7 @@ async fn complete(c: Call, dialect: Dialect) -> Response {
     if let Some(n) = cut {
         frames.truncate(n);
     }
-    finish(&outcome, reply.tokens(), cache);
+    finish(outcome, reply.tokens(), cache);
     m.success.fetch_add(u64::from(cut.is_none()), Ordering::Relaxed);
     let pacing = Pacing {
         first: first_delay,
@@ -409,25 +405,25 @@ struct Failure<'a> {
     dialect: &'a Dialect,
     prompt_tokens: u64,
     first_delay: Duration,
-    finish: &'a (dyn Fn(&str, u64, CacheUse) + Sync),
+    finish: &'a (dyn Fn(Outcome, u64, CacheUse) + Sync),
 }
 
 impl Failure<'_> {
     /// The response to send instead of a reply; None for faults that still reply
     /// (`no_usage`, `cut_stream`).
     async fn answer(&self, fault: &Fault, flag: Option<ResetFlag>) -> Option<Response> {
-        let finish = |outcome: &str| (self.finish)(outcome, 0, CacheUse::default());
+        let finish = |outcome: Outcome| (self.finish)(outcome, 0, CacheUse::default());
         match fault {
             Fault::Hang => {
                 // Visible in the journal while it hangs: tests can see the router called.
-                finish("hang");
+                finish(Outcome::Hang);
                 tokio::time::sleep(HANG_CAP).await;
                 let msg = "simulated hang reached the simulator's cap";
                 Some(self.dialect.refusal(504, msg, "timeout").into_response())
             }
             Fault::Reset => {
                 pause(self.first_delay).await;
-                finish("reset");
+                finish(Outcome::Reset);
                 if let Some(f) = flag {
                     f.0.store(true, Ordering::SeqCst);
                 }
@@ -436,7 +432,7 @@ impl Failure<'_> {
             }
             Fault::Malformed => {
                 pause(self.first_delay).await;
-                finish("malformed");
+                finish(Outcome::Malformed);
                 Some(
                     (
                         [("content-type", "application/json")],
@@ -448,7 +444,7 @@ impl Failure<'_> {
             f => {
                 let (status, body, retry) = self.dialect.fault_error(f, self.prompt_tokens)?;
                 pause(self.first_delay).await;
-                finish(&format!("error:{status}"));
+                finish(Outcome::Error(status));
                 let mut resp = (
                     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                     Json(body),
@@ -591,7 +587,12 @@ mod tests {
 
     use serde_json::{Value, json};
 
-    use crate::sim::{AdminClient, DeploymentSpec, Fault, JournalQuery, Rule, SimConfig, When, start};
+    use crate::sim::{AdminClient, DeploymentSpec, Fault, JournalQuery, Outcome, Rule, SimConfig, When, start};
+    use crate::tag::Tag;
+
+    fn tag(s: &str) -> Tag {
+        s.parse().unwrap()
+    }
 
     async fn sim(names: &[&str]) -> crate::sim::SimHandle {
         let cfg = SimConfig {
@@ -681,12 +682,12 @@ mod tests {
         let admin = AdminClient::new(&s.url());
         let j = admin
             .journal(&JournalQuery {
-                tag: Some("hang1".into()),
+                tag: Some(tag("hang1")),
                 ..Default::default()
             })
             .await
             .unwrap();
-        assert_eq!(j[0].outcome, "hang");
+        assert_eq!(j[0].outcome, Outcome::Hang);
         let r = post(&url, &chat("x"), Some(("x-sim-fault", "explode"))).await.unwrap();
         assert_eq!(r.status(), 400);
         assert!(r.text().await.unwrap().contains("x-sim-fault"));
@@ -698,7 +699,7 @@ mod tests {
         let s = sim(&["a"]).await;
         let admin = AdminClient::new(&s.url());
         let first_two = Rule {
-            tag: Some("tagA".into()),
+            tag: Some(tag("tagA")),
             when: When::First { first: 2 },
             behaviour: crate::sim::Behaviour::fault(Fault::Error {
                 status: 503,
@@ -711,7 +712,7 @@ mod tests {
             .add_rule(
                 "a",
                 &Rule::tagged(
-                    "tagB",
+                    &tag("tagB"),
                     Fault::Error {
                         status: 500,
                         retry_after: None,
@@ -729,8 +730,44 @@ mod tests {
         assert_eq!(a, [503, 503, 200]);
         assert_eq!(post(&url, &chat("tagB"), None).await.unwrap().status(), 500);
         assert_eq!(post(&url, &chat("untagged"), None).await.unwrap().status(), 200);
-        admin.clear_tag("tagB").await.unwrap();
+        admin.clear_tag(&tag("tagB")).await.unwrap();
         assert_eq!(post(&url, &chat("tagB"), None).await.unwrap().status(), 200);
+        s.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn journal_queries_find_exactly_the_requests_a_tags_rules_apply_to() {
+        let s = sim(&["a"]).await;
+        let admin = AdminClient::new(&s.url());
+        let t = tag("t1");
+        admin
+            .add_rule("a", &Rule::tagged(&t, Fault::status(503)))
+            .await
+            .unwrap();
+        let url = format!("{}/d/a/v1/chat/completions", s.url());
+        // The sub-tag's marker does not carry `t1`; neither does `t1` as a plain word.
+        let mut sub = chat("t1-fb");
+        sub["messages"][0]["content"] = json!("[t1-fb] t1 hello");
+        assert_eq!(post(&url, &sub, None).await.unwrap().status(), 200);
+        // A `user` that is the tag does.
+        let mut by_user = json!({"model": "m", "messages": [{"role": "user", "content": "hello"}], "user": "t1"});
+        assert_eq!(post(&url, &by_user, None).await.unwrap().status(), 503);
+        by_user["user"] = json!("t1-fb");
+        assert_eq!(post(&url, &by_user, None).await.unwrap().status(), 200);
+        let q = |t: &Tag| JournalQuery {
+            tag: Some(t.clone()),
+            ..Default::default()
+        };
+        let j = admin.journal(&q(&t)).await.unwrap();
+        assert_eq!(j.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+        assert_eq!(
+            (j[0].tag_matched.as_ref(), j[0].outcome),
+            (Some(&t), Outcome::Error(503))
+        );
+        let j = admin.journal(&q(&t.sub("fb"))).await.unwrap();
+        assert_eq!(j.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(j[0].tags, [t.sub("fb")]);
+        assert!(j.iter().all(|e| e.tag_matched.is_none() && e.outcome == Outcome::Ok));
         s.shutdown().await;
     }
 
@@ -779,7 +816,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let text = AdminClient::new(&s.url()).journal_text("sec").await.unwrap();
+        let text = AdminClient::new(&s.url()).journal_text(&tag("sec")).await.unwrap();
         assert!(text.contains("sec") && !text.contains("sk-secret-xyz-12345"), "{text}");
         let http = reqwest::Client::new();
         let cases = [
@@ -804,12 +841,34 @@ mod tests {
                 r#"{"behaviour":{"fault":{"kind":"error","status":200}}}"#,
                 400,
             ),
+            (
+                format!("{}/admin/deployments/a/rules", s.url()),
+                r#"{"tag":"has space","behaviour":{}}"#,
+                400,
+            ),
+            (
+                format!("{}/admin/deployments/a/rules", s.url()),
+                r#"{"tag":"","behaviour":{}}"#,
+                400,
+            ),
         ];
         for (u, body, want) in cases {
             let r = http.post(&u).body(body).send().await.unwrap();
             assert_eq!(r.status().as_u16(), want, "{u} {body}");
             let v: Value = r.json().await.unwrap();
             assert!(v["error"]["message"].is_string(), "{v}");
+            if body.contains("tag") {
+                assert!(v["error"]["message"].as_str().unwrap().contains("is not a tag"), "{v}");
+            }
+        }
+        for bad in [
+            http.delete(format!("{}/admin/rules?tag=a%20b", s.url())),
+            http.get(format!("{}/admin/journal?tag=a%20b", s.url())),
+        ] {
+            let r = bad.send().await.unwrap();
+            assert_eq!(r.status(), 400);
+            let v: Value = r.json().await.unwrap();
+            assert!(v["error"]["message"].as_str().unwrap().contains("is not a tag"), "{v}");
         }
         let r = post(&format!("{}/d/zz/v1/chat/completions", s.url()), &chat("x"), None)
             .await

@@ -1,14 +1,22 @@
 //! The simulator's shared state: deployments with their default behaviour and rules, the
 //! journal, and the counters behind /metrics. Locks are held only to copy or push small
 //! values, never across an await.
+//!
+//! Which requests a tag selects is [`Tag`]'s rule alone: a rule applies to the requests
+//! [`Tag::carried_by`] says carry its tag, and the journal records [`carried_tags`], the same
+//! rule turned into a list, so a journal query finds exactly the requests the tag's rules see.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::DeploymentSpec;
-use super::model::{Behaviour, JournalEntry, JournalQuery, Rule, When};
-use super::request::{CachePrefix, CacheUse, fnv};
+use super::config::DeploymentSpec;
+use super::model::{Behaviour, JournalEntry, JournalQuery, Outcome, Rule, When};
+use super::request::{CachePrefix, CacheUse, fnv, unit};
+use crate::tag::Tag;
+
+/// The state every handler shares.
+pub type Shared = Arc<State>;
 
 /// Journal entries kept at most (oldest dropped first): a soak must not grow without bound.
 pub const JOURNAL_CAP: usize = 100_000;
@@ -121,7 +129,20 @@ pub struct State {
 /// What decided a request's behaviour.
 pub struct Decision {
     pub behaviour: Behaviour,
-    pub tag: Option<String>,
+    /// The tag of the rule that decided, if a tagged rule did.
+    pub tag: Option<Tag>,
+}
+
+/// Every tag a request with this `user` and prompt text carries: its prompt's `[tag]` markers
+/// and its `user` if that is a tag. `carried_tags(u, x).contains(t)` is `t.carried_by(u, x)`.
+pub fn carried_tags(user: Option<&str>, text: &str) -> Vec<Tag> {
+    let mut tags = Tag::all_in(text);
+    if let Some(u) = user.and_then(|u| u.parse::<Tag>().ok())
+        && !tags.contains(&u)
+    {
+        tags.push(u);
+    }
+    tags
 }
 
 impl State {
@@ -176,16 +197,12 @@ impl State {
         id
     }
 
-    /// The behaviour for a request: the first rule that matches and whose `when` selects this
-    /// request, else the deployment's default.
+    /// The behaviour for a request: the first rule that matches (untagged, or its tag carried
+    /// by the request) and whose `when` selects this request, else the deployment's default.
     pub fn decide(&self, d: &Deployment, user: Option<&str>, text: &str) -> Decision {
         let rules = d.rules.read().unwrap_or_else(|e| e.into_inner()).clone();
         for slot in rules {
-            let carries = match &slot.rule.tag {
-                None => true,
-                Some(t) => user.is_some_and(|u| u.contains(t.as_str())) || text.contains(t.as_str()),
-            };
-            if !carries {
+            if !slot.rule.tag.as_ref().is_none_or(|t| t.carried_by(user, text)) {
                 continue;
             }
             let n = slot.seen.fetch_add(1, Ordering::Relaxed) + 1;
@@ -227,11 +244,11 @@ impl State {
     }
 
     /// Updates the entry `seq` once its outcome is known.
-    pub fn journal_finish(&self, seq: u64, outcome: &str, completion_tokens: u64, latency_ms: u64, cache: CacheUse) {
+    pub fn journal_finish(&self, seq: u64, outcome: Outcome, completion_tokens: u64, latency_ms: u64, cache: CacheUse) {
         let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
         // Entries are pushed in roughly seq order; search from the back, where recent ones are.
         if let Some(e) = j.iter_mut().rev().find(|e| e.seq == seq) {
-            e.outcome = outcome.to_owned();
+            e.outcome = outcome;
             e.completion_tokens = completion_tokens;
             e.latency_ms = latency_ms;
             e.cache_read_input_tokens = cache.read;
@@ -239,22 +256,10 @@ impl State {
         }
     }
 
-    /// Entries matching `q`, in arrival order. Tag matching uses the full prompt text kept in
-    /// `texts`, not the excerpt.
+    /// Entries matching `q` ([`JournalQuery::matches`]), in arrival order.
     pub fn journal(&self, q: &JournalQuery) -> Vec<JournalEntry> {
         let j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
-        j.iter()
-            .filter(|e| q.deployment.as_deref().is_none_or(|d| e.deployment == d))
-            .filter(|e| q.since_seq.is_none_or(|s| e.seq > s))
-            .filter(|e| {
-                q.tag.as_deref().is_none_or(|t| {
-                    e.user.as_deref().is_some_and(|u| u.contains(t))
-                        || e.prompt_excerpt.contains(t)
-                        || e.tag_matched.as_deref() == Some(t)
-                })
-            })
-            .cloned()
-            .collect()
+        j.iter().filter(|e| q.matches(e)).cloned().collect()
     }
 
     pub fn reset(&self) {
@@ -267,7 +272,77 @@ impl State {
     }
 }
 
-/// A hash mapped to [0, 1).
-pub fn unit(h: u64) -> f64 {
-    (h >> 11) as f64 / (1u64 << 53) as f64
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::sim::model::Fault;
+
+    fn tag(s: &str) -> Tag {
+        s.parse().unwrap()
+    }
+
+    /// What the server does with a request: decide by the rules, journal it with the tags it
+    /// carried; returns the fault that decided it.
+    fn call(s: &State, d: &Deployment, user: Option<&str>, text: &str) -> Option<Fault> {
+        let decision = s.decide(d, user, text);
+        s.journal_push(JournalEntry {
+            seq: s.next_seq(),
+            deployment: d.spec.name.clone(),
+            user: user.map(str::to_owned),
+            tag_matched: decision.tag,
+            tags: carried_tags(user, text),
+            prompt_excerpt: text.chars().take(200).collect(),
+            ..JournalEntry::default()
+        });
+        decision.behaviour.fault
+    }
+
+    fn by_tag(s: &State, t: &Tag) -> Vec<u64> {
+        let q = JournalQuery {
+            tag: Some(t.clone()),
+            ..JournalQuery::default()
+        };
+        s.journal(&q).iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn rules_and_journal_queries_select_the_same_requests() {
+        let s = State::new(0, vec![DeploymentSpec::named("a")]);
+        let d = s.deployment("a").unwrap();
+        let t = tag("t1");
+        s.add_rule(&d, Rule::tagged(&t, Fault::status(503)));
+        // seq 1: the sub-tag's marker, and `t1` as a plain word: neither carries `t1`.
+        assert_eq!(call(&s, &d, None, "[t1-fb] t1 hello"), None);
+        // seq 2: `user` is the tag.
+        assert_eq!(call(&s, &d, Some("t1"), "hello"), Some(Fault::status(503)));
+        // seq 3: `user` merely contains the tag.
+        assert_eq!(call(&s, &d, Some("t1-fb"), "hello"), None);
+        // seq 4: the marker after an unclosed bracket, past the excerpt's 200 characters.
+        let late = format!("{} [see [t1] here", "word ".repeat(60));
+        assert_eq!(call(&s, &d, None, &late), Some(Fault::status(503)));
+        assert_eq!(by_tag(&s, &t), [2, 4]);
+        assert_eq!(by_tag(&s, &t.sub("fb")), [1, 3]);
+        assert!(by_tag(&s, &tag("hello")).is_empty());
+        assert_eq!(s.journal(&JournalQuery::default())[1].tag_matched, Some(t));
+    }
+
+    proptest! {
+        /// Over texts dense in brackets, tags and near-tags: the journal's tags are exactly the
+        /// tags `carried_by` says the request carries.
+        #[test]
+        fn carried_tags_are_what_carried_by_says(
+            user in prop::option::of("(t1|t1-fb|xy|t1 )"),
+            text in "(\\[|\\]|t1|-fb|xy| ){0,24}",
+        ) {
+            let tags = carried_tags(user.as_deref(), &text);
+            for t in ["t1", "t1-fb", "fb", "xy", "t1xy", "t1-fbt1"].map(tag) {
+                prop_assert_eq!(tags.contains(&t), t.carried_by(user.as_deref(), &text), "{} {:?}", t, text);
+            }
+            for t in &tags {
+                prop_assert!(t.carried_by(user.as_deref(), &text), "{} {:?}", t, text);
+            }
+        }
+    }
 }

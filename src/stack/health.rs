@@ -58,13 +58,24 @@ pub async fn redis_pttl(url: &str, key: &str) -> anyhow::Result<i64> {
         .ok_or_else(|| anyhow::anyhow!("redis at {hp} answered {:?} to PTTL", reply.trim()))
 }
 
+/// Why a service never became ready.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WaitError {
+    /// It exited (or otherwise stopped) while being waited for.
+    #[error("{0}")]
+    Dead(String),
+    /// Still not ready when the bound ran out; the last probe's answer.
+    #[error("not healthy after {:.1}s (last: {last})", after.as_secs_f64())]
+    TimedOut { after: Duration, last: String },
+}
+
 /// Polls `check` until it succeeds or `timeout` passes; `dead` is asked between polls so a
 /// service that exited fails at once instead of after the whole timeout.
 pub async fn wait_until<F, Fut>(
     timeout: Duration,
     mut check: F,
     mut dead: impl FnMut() -> Option<String>,
-) -> Result<Duration, String>
+) -> Result<Duration, WaitError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -77,13 +88,10 @@ where
             Err(e) => e,
         };
         if let Some(why) = dead() {
-            return Err(why);
+            return Err(WaitError::Dead(why));
         }
         if start.elapsed() >= timeout {
-            return Err(format!(
-                "not healthy after {:.1}s (last: {last})",
-                timeout.as_secs_f64()
-            ));
+            return Err(WaitError::TimedOut { after: timeout, last });
         }
         tokio::time::sleep(pause.min(timeout.saturating_sub(start.elapsed()))).await;
         pause = (pause * 2).min(Duration::from_millis(250));
@@ -125,7 +133,10 @@ mod tests {
     async fn wait_is_bounded_and_reports_the_last_error() {
         let t = Instant::now();
         let r = wait_until(Duration::from_millis(200), || async { Err("nope".to_owned()) }, || None).await;
-        assert!(r.unwrap_err().contains("last: nope"));
+        assert!(
+            matches!(r, Err(WaitError::TimedOut { ref last, .. }) if last == "nope"),
+            "{r:?}"
+        );
         assert!(t.elapsed() < Duration::from_secs(2));
         let r = wait_until(
             Duration::from_secs(30),
@@ -133,6 +144,6 @@ mod tests {
             || Some("exited".into()),
         )
         .await;
-        assert_eq!(r.unwrap_err(), "exited");
+        assert_eq!(r.unwrap_err(), WaitError::Dead("exited".into()));
     }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use super::role::Role;
 use crate::config::Document;
 use crate::error::RunError;
 use crate::ledger::prices::LedgerSettings;
@@ -84,6 +85,8 @@ pub struct ServiceSpec {
     pub health: Health,
     #[serde(default)]
     pub on_demand: bool,
+    /// What the service is to the cases; inferred when absent (see [`Manifest::role_of`]).
+    pub role: Option<Role>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -203,8 +206,58 @@ impl Manifest {
                 }
             }
         }
-        super::order::levels(&self.services).map_err(|e| RunError::usage(format!("{}: {e}", self.origin)))?;
+        for role in Role::ALL {
+            let playing: Vec<&String> = self.services.keys().filter(|n| self.role_of(n) == Some(role)).collect();
+            if playing.len() > 1 {
+                return bad(format!(
+                    "services {} all play the {role} role; give each a distinct `role`",
+                    playing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        if self.role_of(&self.stack.router) != Some(Role::Router) {
+            return bad(format!(
+                "stack.router names '{}', whose role is not router",
+                self.stack.router
+            ));
+        }
+        super::order::levels_of(self.services.iter().map(|(n, s)| (n.as_str(), s.depends_on.as_slice())))
+            .map_err(|e| RunError::usage(format!("{}: {e}", self.origin)))?;
         Ok(())
+    }
+
+    /// The role a service plays: its explicit `role`, else what it is — `stack.router`, a
+    /// builtin simulator or ledger sink, a Redis health check.
+    pub fn role_of(&self, name: &str) -> Option<Role> {
+        let s = self.services.get(name)?;
+        if s.role.is_some() {
+            return s.role;
+        }
+        if name == self.stack.router {
+            return Some(Role::Router);
+        }
+        match s.builtin {
+            Some(Builtin::Sim) => Some(Role::Simulator),
+            Some(Builtin::LedgerSink) => Some(Role::LedgerSink),
+            None if s.health.redis => Some(Role::Redis),
+            None => None,
+        }
+    }
+
+    /// The service that plays `role`, if one does.
+    pub fn service_with(&self, role: Role) -> Option<&str> {
+        self.services
+            .keys()
+            .map(String::as_str)
+            .find(|n| self.role_of(n) == Some(role))
+    }
+
+    /// Role → service, for every role some service plays.
+    pub fn roles(&self) -> BTreeMap<Role, String> {
+        Role::ALL
+            .into_iter()
+            .filter_map(|r| self.service_with(r).map(|n| (r, n.to_owned())))
+            .collect()
     }
 
     /// The services to start so that `wanted` can run: them and everything they depend on.
@@ -245,6 +298,11 @@ mod tests {
         assert!(m.services["router"].depends_on.contains(&"redis".to_owned()));
         assert_eq!(m.closure(&["router".into()]), ["redis", "router", "sim", "sink"]);
         assert!(!m.default_services().contains(&"router_b".to_owned()));
+        let roles = m.roles();
+        assert_eq!(roles[&Role::Simulator], "sim");
+        assert_eq!(roles[&Role::SecondRouter], "router_b");
+        assert_eq!(roles[&Role::Redis], "redis");
+        assert_eq!(roles.len(), 5);
     }
 
     fn parse(text: &str) -> Result<Manifest, RunError> {

@@ -7,6 +7,7 @@ pub mod litellm;
 pub mod manifest;
 pub mod order;
 pub mod process;
+pub mod role;
 pub mod state;
 pub mod template;
 
@@ -40,6 +41,9 @@ pub struct Endpoints {
     pub services: BTreeMap<String, Endpoint>,
     /// Which service is the router.
     pub router: String,
+    /// Which service plays each role the cases ask for.
+    #[serde(default)]
+    pub roles: BTreeMap<role::Role, String>,
     /// The router's master key. Only in memory and in the 0600 state file; never logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_key: Option<String>,
@@ -51,6 +55,9 @@ pub struct Endpoints {
     /// Router version, once known (for reports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router_version: Option<String>,
+    /// The router config as rendered for this stack (private: it holds keys; saved redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered_config: Option<PathBuf>,
     /// Where the cases of every process using this stack take their group locks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locks: Option<PathBuf>,
@@ -63,8 +70,29 @@ impl Endpoints {
     pub fn router_url(&self) -> Option<&str> {
         self.url(&self.router)
     }
+    /// The URL of the service playing `role`, if the stack has one.
+    pub fn url_of(&self, role: role::Role) -> Option<&str> {
+        self.roles.get(&role).and_then(|n| self.url(n))
+    }
     pub fn has(&self, service: &str) -> bool {
         self.services.contains_key(service)
+    }
+}
+
+/// A service that never became ready: which, why, and the end of its log.
+#[derive(Debug, thiserror::Error)]
+#[error("service '{service}' {why}{}\n--- last lines of its log ---\n{log_tail}", hint(why))]
+pub struct Unhealthy {
+    pub service: String,
+    #[source]
+    pub why: health::WaitError,
+    pub log_tail: String,
+}
+
+fn hint(why: &health::WaitError) -> &'static str {
+    match why {
+        health::WaitError::TimedOut { .. } => " (raise HEALTH_TIMEOUT if it is only slow)",
+        health::WaitError::Dead(_) => "",
     }
 }
 
@@ -101,6 +129,7 @@ impl Stack {
         let mut stack = Self {
             endpoints: Endpoints {
                 router: m.stack.router.clone(),
+                roles: m.roles().into_iter().filter(|(_, n)| wanted.contains(n)).collect(),
                 master_key: Some(master_key.clone()),
                 supervisor_pid: std::process::id(),
                 locks: Some(private.join("locks")),
@@ -116,7 +145,7 @@ impl Stack {
         vars.insert("master_key".into(), master_key);
         vars.insert("provider_key".into(), provider_key);
         let specs = wanted.iter().map(|n| (n.as_str(), m.services[n].depends_on.as_slice()));
-        let levels = order::levels_of(specs).map_err(RunError::usage)?;
+        let levels = order::levels_of(specs).map_err(|e| RunError::usage(e.to_string()))?;
         for level in levels {
             if let Err(e) = stack
                 .start_level(m, opts.router_config, &level, &mut vars, opts.health_timeout)
@@ -229,21 +258,17 @@ impl Stack {
                     self.boot.push((name, took));
                 }
                 Err(why) if first_err.is_none() => {
-                    let tail = log.map(|l| process::tail(&l, 25)).unwrap_or_default();
-                    let hint = if why.starts_with("not healthy") {
-                        " (raise HEALTH_TIMEOUT if it is only slow)"
-                    } else {
-                        ""
-                    };
-                    first_err = Some(RunError::stack(format!(
-                        "service '{name}' {why}{hint}\n--- last lines of its log ---\n{tail}"
-                    )));
+                    first_err = Some(Unhealthy {
+                        service: name,
+                        why,
+                        log_tail: log.map(|l| process::tail(&l, 25)).unwrap_or_default(),
+                    });
                 }
                 Err(_) => {}
             }
         }
         match first_err {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(RunError::from(e).into()),
             None => Ok(()),
         }
     }
@@ -264,11 +289,12 @@ impl Stack {
         );
     }
 
-    fn render_router_config(&self, m: &Manifest, vars: &Vars) -> anyhow::Result<String> {
+    fn render_router_config(&mut self, m: &Manifest, vars: &Vars) -> anyhow::Result<String> {
         let path = self.private.join("router.yaml");
         if !path.exists() {
             let text = template::render(m.router_config.name(), &m.router_config.text, vars)?;
             write_private(&path, &text)?;
+            self.endpoints.rendered_config = Some(path.clone());
         }
         Ok(path.display().to_string())
     }
@@ -276,7 +302,7 @@ impl Stack {
     /// Copies every service log (redacted) and the rendered router config (redacted) into
     /// `dir`; returns the files written.
     pub fn save_logs(&self, dir: &Path) -> Vec<PathBuf> {
-        save_logs(&self.endpoints, &self.private, dir)
+        save_logs(&self.endpoints, dir)
     }
 
     pub fn private_dir(&self) -> Option<PathBuf> {
@@ -309,8 +335,9 @@ impl Drop for Stack {
     }
 }
 
-/// Saves the logs named in `endpoints` (and the rendered router config found in `private`).
-pub fn save_logs(endpoints: &Endpoints, private: &Path, dir: &Path) -> Vec<PathBuf> {
+/// Saves the logs named in `endpoints` and the rendered router config, redacted, into
+/// `dir/logs`.
+pub fn save_logs(endpoints: &Endpoints, dir: &Path) -> Vec<PathBuf> {
     let mut written = Vec::new();
     let logs = dir.join("logs");
     if std::fs::create_dir_all(&logs).is_err() {
@@ -326,7 +353,9 @@ pub fn save_logs(endpoints: &Endpoints, private: &Path, dir: &Path) -> Vec<PathB
     for (name, src) in &endpoints.logs {
         copy(src, logs.join(format!("{name}.log")));
     }
-    copy(&private.join("router.yaml"), logs.join("router.rendered.yaml"));
+    if let Some(rendered) = &endpoints.rendered_config {
+        copy(rendered, logs.join("router.rendered.yaml"));
+    }
     written
 }
 

@@ -3,16 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use super::manifest::ServiceSpec;
+/// Services that depend on each other in a circle: none of them can start first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("dependency cycle among services: {}", .0.join(", "))]
+pub struct Cycle(pub Vec<String>);
 
-/// Levels of service names (sorted within a level, for stable output), or the cycle found.
-pub fn levels(services: &BTreeMap<String, ServiceSpec>) -> Result<Vec<Vec<String>>, String> {
-    levels_of(services.iter().map(|(n, s)| (n.as_str(), s.depends_on.as_slice())))
-}
-
-/// Same, over `(name, depends_on)` pairs; dependencies outside the set are ignored (the
-/// caller chose which services to start).
-pub fn levels_of<'a>(nodes: impl Iterator<Item = (&'a str, &'a [String])>) -> Result<Vec<Vec<String>>, String> {
+/// Levels of service names (sorted within a level, for stable output), over `(name,
+/// depends_on)` pairs; dependencies outside the set are ignored (the caller chose which
+/// services to start).
+pub fn levels_of<'a>(nodes: impl Iterator<Item = (&'a str, &'a [String])>) -> Result<Vec<Vec<String>>, Cycle> {
     let nodes: BTreeMap<&str, &[String]> = nodes.collect();
     let mut placed: BTreeMap<&str, usize> = BTreeMap::new();
     let mut out: Vec<Vec<String>> = Vec::new();
@@ -27,8 +26,12 @@ pub fn levels_of<'a>(nodes: impl Iterator<Item = (&'a str, &'a [String])>) -> Re
             .map(|(n, _)| *n)
             .collect();
         if ready.is_empty() {
-            let stuck: Vec<&str> = nodes.keys().filter(|n| !placed.contains_key(*n)).copied().collect();
-            return Err(format!("dependency cycle among services: {}", stuck.join(", ")));
+            let stuck: Vec<String> = nodes
+                .keys()
+                .filter(|n| !placed.contains_key(*n))
+                .map(|n| (*n).to_owned())
+                .collect();
+            return Err(Cycle(stuck));
         }
         for n in &ready {
             placed.insert(n, out.len());
@@ -57,6 +60,7 @@ mod tests {
     fn cycles_are_reported() {
         let deps = [("a", vec!["b".to_owned()]), ("b", vec!["a".to_owned()])];
         let err = levels_of(deps.iter().map(|(n, d)| (*n, d.as_slice()))).unwrap_err();
-        assert!(err.contains("cycle") && err.contains("a, b"), "{err}");
+        assert_eq!(err, Cycle(vec!["a".into(), "b".into()]));
+        assert!(err.to_string().contains("cycle among services: a, b"), "{err}");
     }
 }

@@ -15,6 +15,7 @@ use crate::client::Reply;
 use crate::client::shape;
 use crate::runner::context::Ctx;
 use crate::runner::registry::{Case, Plan};
+use crate::stack::role::Role;
 
 pub fn cases(plan: &Plan) -> Vec<Case> {
     if !plan.config.cache {
@@ -22,8 +23,8 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
     }
     let probe: Vec<String> = plan.config.probe_group().into_iter().collect();
     vec![
-        Case::new("caching::identical_request_served_from_cache", identical).needs(&["sim", "redis"]),
-        Case::new("caching::different_request_goes_upstream", different).needs(&["sim", "redis"]),
+        Case::new("caching::identical_request_served_from_cache", identical).needs(&[Role::Simulator, Role::Redis]),
+        Case::new("caching::different_request_goes_upstream", different).needs(&[Role::Simulator, Role::Redis]),
     ]
     .into_iter()
     .map(|c| c.uses(&probe))
@@ -34,7 +35,7 @@ pub(crate) fn cached_body(c: &Ctx, prompt: &str) -> anyhow::Result<Value> {
     let group = c.probe_group()?;
     let mut body = c.chat_body(&group, c.tag(), prompt);
     // The trace id differs per request; keep the cached requests byte-identical.
-    body["metadata"]["trace_id"] = json!(format!("trace-{}", c.tag()));
+    body["metadata"]["trace_id"] = json!(c.tag().sub("trace"));
     body["cache"] = json!({"use-cache": true});
     Ok(body)
 }
@@ -42,7 +43,7 @@ pub(crate) fn cached_body(c: &Ctx, prompt: &str) -> anyhow::Result<Value> {
 async fn upstream_calls(c: &Ctx) -> anyhow::Result<usize> {
     Ok(c.sim()?
         .journal(&crate::sim::JournalQuery {
-            tag: Some(c.tag().to_owned()),
+            tag: Some(c.tag().clone()),
             ..Default::default()
         })
         .await?

@@ -24,13 +24,15 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::support::{
-    CHAIN_RPM, LONG_WAIT_S, all_calls_to, break_group, calls, group_path, ids_of, now_ms, path, sims_of,
+    CHAIN_RPM, LONG_WAIT_S, all_calls_to, break_group, calls, group_path, ids_of, now_ms, path, sims_of, trace_of,
 };
 use crate::client::shape;
 use crate::config::{ChainKind, RouterConfig};
 use crate::runner::context::Ctx;
 use crate::runner::registry::{Case, CaseFuture, Plan};
 use crate::sim::{Fault, JournalEntry};
+use crate::stack::role::Role;
+use crate::tag::Tag;
 
 /// Slack on top of the configured timeouts: router overhead and scheduling on a busy CI box.
 const MARGIN: Duration = Duration::from_secs(3);
@@ -86,7 +88,7 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
             let r = route.clone();
             out.push(
                 Case::new(format!("{base}::{what}"), move |c| f(c, r.clone()))
-                    .needs(&["sim"])
+                    .needs(&[Role::Simulator])
                     .breaks(&[&primary])
                     .uses(&[&served])
                     .ignore_if(gate.clone()),
@@ -125,7 +127,7 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
             Case::new(format!("{base}::rate_limit::retry_header_agrees"), |_| async {
                 anyhow::bail!("registered as a known gap: see the ignore reason")
             })
-            .needs(&["sim"])
+            .needs(&[Role::Simulator])
             .ignore(
                 "LiteLLM 1.100.5 sends x-litellm-attempted-retries: 0 however often it retried \
                  (seen: primary 429, 429, then backup; header 0); the retries themselves are \
@@ -162,7 +164,7 @@ fn timeout_case(cfg: &RouterConfig, base: &str, route: &Route, gate: Option<Stri
     });
     let r = route.clone();
     Case::new(name, move |c| timeout(c, r.clone()))
-        .needs(&["sim"])
+        .needs(&[Role::Simulator])
         .breaks(&[primary])
         .uses(&[&route.served])
         .ignore_if(gate.or(long))
@@ -174,7 +176,7 @@ fn exhausted_case(cfg: &RouterConfig, base: &str, primary: &str) -> Case {
     let gate = closure.iter().find_map(|g| cfg.unusable(g, CHAIN_RPM));
     let p = primary.to_owned();
     Case::new(format!("{base}::exhausted"), move |c| exhausted(c, p.clone()))
-        .needs(&["sim"])
+        .needs(&[Role::Simulator])
         .breaks(&closure)
         .ignore_if(gate)
 }
@@ -194,7 +196,7 @@ fn second_hop_case(cfg: &RouterConfig, base: &str, primary: &str, served: &str) 
         Case::new(format!("{base}::second_hop"), move |c| {
             second_hop(c, broken.clone(), next.clone(), expected.clone())
         })
-        .needs(&["sim"])
+        .needs(&[Role::Simulator])
         .breaks(&[primary, served])
         .uses(&[walk.served_by.clone().unwrap_or_default()])
         .ignore_if(gate),
@@ -214,26 +216,26 @@ fn cooldown_cases(plan: &Plan, group: &str) -> Vec<Case> {
     let gate = cfg.unusable(group, CHAIN_RPM).or(long);
     let g = group.to_owned();
     let mut out = vec![
-        Case::new(name.clone(), move |c| cooldown(c, g.clone(), None))
-            .needs(&["sim"])
+        Case::new(name.clone(), move |c| cooldown(c, g.clone(), false))
+            .needs(&[Role::Simulator])
             .owns(&[group])
             .ignore_if(gate.clone()),
     ];
-    if plan.manifest.services.contains_key("router_b") {
+    if plan.manifest.service_with(Role::SecondRouter).is_some() {
         let g = group.to_owned();
         let expiry = cfg.redis_read_interval_s;
         let unseen = (longest <= expiry + 1.0).then(|| {
             format!(
                 "{group} cools down for {longest}s, while another LiteLLM reads a cooldown from Redis at most \
-                 every {expiry}s (default_redis_batch_cache_expiry; seen: router_b went on calling a deployment \
+                 every {expiry}s (default_redis_batch_cache_expiry; seen: a second router went on calling a deployment \
                  router cooled down): a second router may never see so short a cooldown"
             )
         });
         out.push(
             Case::new(format!("{name}::shared_via_redis"), move |c| {
-                cooldown(c, g.clone(), Some("router_b"))
+                cooldown(c, g.clone(), true)
             })
-            .needs(&["sim", "router_b"])
+            .needs(&[Role::Simulator, Role::SecondRouter])
             .owns(&[group])
             .ignore_if(gate.or(unseen)),
         );
@@ -246,7 +248,7 @@ fn cooldown_cases(plan: &Plan, group: &str) -> Vec<Case> {
 async fn assert_fell_back(
     c: &Ctx,
     r: &Route,
-    tag: &str,
+    tag: &Tag,
     reply: &crate::client::Reply,
 ) -> anyhow::Result<Vec<JournalEntry>> {
     let journal = calls(c, tag).await?;
@@ -281,7 +283,7 @@ async fn assert_fell_back(
     );
     let last = journal.last().expect("non-empty");
     anyhow::ensure!(
-        b_sims.contains(&last.deployment) && last.outcome == "ok",
+        b_sims.contains(&last.deployment) && last.outcome.is_ok(),
         "the last upstream call was not a successful {} call: {}",
         r.served,
         path(&journal)
@@ -389,7 +391,7 @@ async fn rate_limit(c: Ctx, r: Route) -> anyhow::Result<()> {
         journal
             .iter()
             .filter(|e| p_sims.contains(&e.deployment))
-            .all(|e| e.outcome == "error:429"),
+            .all(|e| e.outcome.status() == Some(429)),
         "the primary's calls were not all 429s: {}",
         path(&journal)
     );
@@ -425,7 +427,9 @@ async fn exhausted(c: Ctx, primary: String) -> anyhow::Result<()> {
         .iter()
         .map(|g| c.config.retries(g, "InternalServerError") + 1)
         .sum();
-    let budget = Duration::from_secs(10) + Duration::from_millis(2500) * attempts;
+    // LiteLLM backs off between retries of a lone deployment (up to seconds each) and may
+    // cool a deployment down mid-walk: the bound is generous, the time taken is reported.
+    let budget = Duration::from_secs(15) + Duration::from_secs(5) * attempts;
     let start = Instant::now();
     let reply = c
         .router
@@ -456,10 +460,11 @@ async fn exhausted(c: Ctx, primary: String) -> anyhow::Result<()> {
         path(&journal)
     );
     anyhow::ensure!(
-        journal.iter().all(|e| e.outcome != "ok"),
+        journal.iter().all(|e| !e.outcome.is_ok()),
         "an upstream call succeeded yet the client got an error: {}",
         path(&journal)
     );
+    c.observe("exhausted_after_s", took.as_secs_f64());
     tracing::info!(status = reply.status, took_ms = took.as_millis() as u64, message = %msg.lines().next().unwrap_or(""), calls = %path(&journal), "exhausted");
     Ok(())
 }
@@ -497,34 +502,36 @@ async fn metadata_preserved(c: Ctx, r: Route) -> anyhow::Result<()> {
     let tag = c.tag().to_owned();
     break_group(&c, &r.primary, &tag, Fault::status(500)).await?;
     let body = c.chat_body(&r.primary, &tag, "metadata through fallback");
-    let trace_id = body["metadata"]["trace_id"].as_str().unwrap_or_default().to_owned();
+    let trace_id = trace_of(&body)?;
     let reply = c.router.chat(&body).await?;
     let journal = assert_fell_back(&c, &r, &tag, &reply).await?;
     let served = journal.last().expect("non-empty");
     anyhow::ensure!(
-        served.prompt_excerpt.contains(&tag),
+        served.tags.contains(&tag),
         "the backup upstream got a prompt without the client's tag: {:?}",
         served.prompt_excerpt
     );
-    if let Some(sink) = c.endpoints.url("sink").map(crate::ledger::sink::SinkClient::new) {
+    if let Ok(sink) = c.sink() {
         let records = sink
-            .wait_for_where(&trace_id, crate::ledger::sink::is_success, 1, Duration::from_secs(30))
+            .wait_for_where(&trace_id, |p| p.is_success(), 1, Duration::from_secs(30))
             .await?;
         let rec = &records[0];
-        let text = rec.to_string();
         anyhow::ensure!(
-            text.contains(&format!("\"tenant\":\"{tag}\"")),
-            "the router's logging payload of the served request lost the tenant {tag}"
+            rec.tenant.as_deref() == Some(tag.as_str()),
+            "the router's logging payload of the served request has tenant {:?}, not {tag}",
+            rec.tenant
         );
-        let end_user = rec.get("end_user").and_then(Value::as_str);
         anyhow::ensure!(
-            end_user == Some(tag.as_str()),
-            "the served request was attributed to end_user {end_user:?}, not {tag}"
+            rec.end_user.as_deref() == Some(tag.as_str()),
+            "the served request was attributed to end_user {:?}, not {tag}",
+            rec.end_user
         );
-        let model_id = rec.get("model_id").and_then(Value::as_str);
         anyhow::ensure!(
-            model_id.is_some_and(|m| ids_of(&c.config, &r.served).iter().any(|i| i == m)),
-            "the logging payload names deployment {model_id:?}, not the backup that served"
+            rec.model_id
+                .as_ref()
+                .is_some_and(|m| ids_of(&c.config, &r.served).contains(m)),
+            "the logging payload names deployment {:?}, not the backup that served",
+            rec.model_id
         );
     }
     Ok(())
@@ -591,7 +598,7 @@ fn skips_needed(p: f64) -> usize {
 /// The victim is a deployment the strategy sends traffic to; the case neither assumes it is
 /// picked first nor that skipping it once means it is cooling down. With `observer`, the
 /// skipping is checked on another router sharing the same Redis.
-async fn cooldown(c: Ctx, group: String, observer: Option<&'static str>) -> anyhow::Result<()> {
+async fn cooldown(c: Ctx, group: String, through_second_router: bool) -> anyhow::Result<()> {
     let deps = c.config.deployments_of(&group);
     // The victim must be a deployment the strategy actually sends traffic to: under
     // simple-shuffle the one with the largest share; under strategies that decide on live
@@ -649,7 +656,7 @@ async fn cooldown(c: Ctx, group: String, observer: Option<&'static str>) -> anyh
         let ours = calls(&c, &tag).await?;
         let last_failure = ours
             .iter()
-            .filter(|e| e.deployment == victim && e.outcome.starts_with("error"))
+            .filter(|e| e.deployment == victim && e.outcome.is_error())
             .map(|e| e.time_ms)
             .max();
         let touched = ours
@@ -669,7 +676,7 @@ async fn cooldown(c: Ctx, group: String, observer: Option<&'static str>) -> anyh
     let fails = calls(&c, &tag)
         .await?
         .iter()
-        .filter(|e| e.deployment == victim && e.outcome.starts_with("error"))
+        .filter(|e| e.deployment == victim && e.outcome.is_error())
         .count();
     let Some(t0) = t0 else {
         anyhow::bail!(
@@ -682,14 +689,16 @@ async fn cooldown(c: Ctx, group: String, observer: Option<&'static str>) -> anyh
     let window_end = t0 + (cooldown_s * 800.0) as u64;
     // Another router learns of the cooldown when it next reads Redis (at most every
     // redis_read_interval_s): the window it is held to starts then.
-    let window_start = match observer {
-        Some(_) => t0 + ((c.config.redis_read_interval_s + 1.0) * 1000.0) as u64,
-        None => t0 + 50,
+    let window_start = if through_second_router {
+        t0 + ((c.config.redis_read_interval_s + 1.0) * 1000.0) as u64
+    } else {
+        t0 + 50
     };
     // While cooling down, nobody — this router or the observer — sends the victim traffic.
-    let probe = match observer {
-        Some(svc) => c.router_named(svc)?,
-        None => c.router.clone(),
+    let probe = if through_second_router {
+        c.second_router()?
+    } else {
+        c.router.clone()
     };
     let mut during_sent = 0;
     while now_ms() < window_end && during_sent < 20 {
@@ -715,9 +724,11 @@ async fn cooldown(c: Ctx, group: String, observer: Option<&'static str>) -> anyh
         "{victim} got {} calls within {:.1}s of its last failure, #{fails} (allowed_fails {allowed:?}, cooldown_time {cooldown_s}s){}: {}",
         during.len(),
         (window_end.saturating_sub(t0)) as f64 / 1000.0,
-        observer
-            .map(|o| format!(" — through {o}, which shares the Redis"))
-            .unwrap_or_default(),
+        if through_second_router {
+            " — through the second router, which shares the Redis"
+        } else {
+            ""
+        },
         timeline(&during)
     );
     // After cooldown_time the victim is tried again (it is healthy now) — a promise only

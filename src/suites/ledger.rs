@@ -17,12 +17,15 @@ use serde_json::{Value, json};
 use crate::client::shape;
 use crate::config::pricing::{self, Pricing, Tokens};
 use crate::config::{ChainKind, RouterConfig};
-use crate::ledger::book::{self, Entry};
+use crate::ledger::book::Entry;
+use crate::ledger::payload::{LoggingPayload, Status, unique};
 use crate::ledger::reconcile::{self, View};
 use crate::runner::context::Ctx;
 use crate::runner::registry::{Case, Plan};
 use crate::sim::{Fault, JournalQuery};
+use crate::stack::role::Role;
 use crate::suites::support::{CHAIN_RPM, SINGLE_RPM, break_group};
+use crate::tag::Tag;
 
 /// The router flushes its logging callbacks in batches: how long a payload may take.
 const FLUSH: Duration = Duration::from_secs(30);
@@ -32,7 +35,7 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
     if !cfg.has_generic_logger {
         return Vec::new();
     }
-    let needs: &[&'static str] = &["sim", "sink"];
+    let needs = &[Role::Simulator, Role::LedgerSink];
     let probe = cfg.priced_probe_group();
     let no_probe = probe.is_none().then(|| unpriced_reason(cfg));
     let probe: Vec<String> = probe.into_iter().collect();
@@ -44,10 +47,10 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
         Case::new("ledger::edge::identical_requests_cost_the_same", identical_cost),
     ];
     if cfg.cache {
-        generic.push(Case::new("ledger::cached_response_billed", |c| cached_billed(c, false)).needs(&["redis"]));
+        generic.push(Case::new("ledger::cached_response_billed", |c| cached_billed(c, false)).needs(&[Role::Redis]));
         generic.push(
             Case::new("ledger::cached_response_cost_header", |c| cached_billed(c, true))
-                .needs(&["redis"])
+                .needs(&[Role::Redis])
                 .ignore(
                     "LiteLLM 1.100.5 sends the full price in x-litellm-response-cost for a cache hit while \
                  logging response_cost 0 and cache_hit true; the log is what ::cached_response_billed checks",
@@ -148,22 +151,24 @@ fn unpriced_reason(cfg: &RouterConfig) -> String {
 
 /// One billed request seen from all three sides.
 struct Billed {
-    request: String,
+    request: Tag,
     client: View,
     upstream: View,
     router: View,
-    payload: Value,
+    payload: LoggingPayload,
 }
 
-/// A request billed to `tenant`; its own id travels in the prompt (journal) and as trace id (log).
-fn body(c: &Ctx, group: &str, tenant: &str, request: &str, prompt: &str) -> Value {
-    json!({
+/// A request billed to `tenant`; `request`, its own tag, travels as its prompt's second
+/// marker (the journal finds it) and as its trace id (the sink finds it).
+fn body(c: &Ctx, group: &str, tenant: &Tag, request: &Tag, prompt: &str) -> Value {
+    let mut b = json!({
         "model": group,
-        "messages": [{"role": "user", "content": format!("[{tenant}] [{request}] {prompt}")}],
-        "user": tenant,
+        "messages": [{"role": "user", "content": format!("{} {prompt}", request.marker())}],
         "max_tokens": 16,
-        "metadata": {"tenant": tenant, "trace_id": request, "tags": [format!("tenant:{tenant}"), format!("case:{}", c.case)]},
-    })
+        "metadata": {"trace_id": request, "tags": [format!("case:{}", c.case)]},
+    });
+    tenant.stamp(&mut b);
+    b
 }
 
 async fn send(c: &Ctx, body: &Value, stream: bool) -> anyhow::Result<View> {
@@ -205,8 +210,8 @@ async fn send(c: &Ctx, body: &Value, stream: bool) -> anyhow::Result<View> {
 }
 
 /// Sends one request and gathers the three views of it; records it in the run's ledger.
-async fn bill(c: &Ctx, group: &str, tenant: &str, prompt: &str, stream: bool) -> anyhow::Result<Billed> {
-    let request = format!("req-{}", crate::stack::random_hex(6));
+async fn bill(c: &Ctx, group: &str, tenant: &Tag, prompt: &str, stream: bool) -> anyhow::Result<Billed> {
+    let request = Tag::fresh("req-", 6);
     let mut b = body(c, group, tenant, &request, prompt);
     if stream {
         b["stream_options"] = json!({"include_usage": true});
@@ -220,7 +225,7 @@ async fn bill(c: &Ctx, group: &str, tenant: &str, prompt: &str, stream: bool) ->
         })
         .await?;
     let served =
-        journal.iter().rev().find(|e| e.outcome == "ok").ok_or_else(|| {
+        journal.iter().rev().find(|e| e.outcome.is_ok()).ok_or_else(|| {
             anyhow::anyhow!("request {request}: no successful upstream call in the simulator journal")
         })?;
     let upstream = View {
@@ -238,7 +243,7 @@ async fn bill(c: &Ctx, group: &str, tenant: &str, prompt: &str, stream: bool) ->
     };
     let payload = c
         .sink()?
-        .wait_for_where(&request, crate::ledger::sink::is_success, 1, FLUSH)
+        .wait_for_where(&request, LoggingPayload::is_success, 1, FLUSH)
         .await?
         .swap_remove(0);
     let router = View::from_payload(&payload);
@@ -251,10 +256,10 @@ async fn bill(c: &Ctx, group: &str, tenant: &str, prompt: &str, stream: bool) ->
     };
     let deployment = billed.upstream.deployment.clone().unwrap_or_default();
     let (p, comp) = (served.prompt_tokens, served.completion_tokens);
-    book::record(Entry {
+    c.bill(Entry {
         case: c.case.clone(),
-        request: billed.request.clone(),
-        tenant: tenant.to_owned(),
+        request: billed.request.to_string(),
+        tenant: tenant.to_string(),
         deployment: deployment.clone(),
         prompt_tokens: p,
         completion_tokens: comp,
@@ -266,7 +271,7 @@ async fn bill(c: &Ctx, group: &str, tenant: &str, prompt: &str, stream: bool) ->
 
 /// Fails with every disagreement among the three sources, request by request.
 fn reconciled(c: &Ctx, b: &Billed) -> anyhow::Result<f64> {
-    let d = reconcile::reconcile(&b.request, &b.client, &b.upstream, &b.router, &c.prices);
+    let d = reconcile::reconcile(b.request.as_str(), &b.client, &b.upstream, &b.router, &c.prices);
     if !d.is_empty() {
         let lines: Vec<String> = d.iter().map(ToString::to_string).collect();
         anyhow::bail!("ledger sources disagree:\n  {}", lines.join("\n  "));
@@ -292,7 +297,7 @@ async fn usage_structure(c: Ctx) -> anyhow::Result<()> {
         p > 0 && comp > 0,
         "usage reports {p} prompt and {comp} completion tokens"
     );
-    let total = b.payload.get("total_tokens").and_then(Value::as_u64);
+    let total = b.payload.total_tokens;
     anyhow::ensure!(
         total == Some(p + comp),
         "the router logged total_tokens {total:?}, expected {}",
@@ -354,35 +359,28 @@ async fn tenant_attribution(c: Ctx, tenant: String) -> anyhow::Result<()> {
     const N: usize = 3;
     let group = c.priced_group()?;
     // Unique per run, so parallel runs against one stack never mix tenants.
-    let end_user = format!("{tenant}-{}", c.tag());
+    let end_user: Tag = format!("{tenant}-{}", c.tag()).parse()?;
     let mut expected = 0.0;
     for i in 0..N {
         let b = bill(&c, &group, &end_user, &format!("tenant request {i}"), false).await?;
         expected += reconciled(&c, &b)?;
-        let eu = b.payload.get("end_user").and_then(Value::as_str);
         anyhow::ensure!(
-            eu == Some(end_user.as_str()),
-            "request {} was attributed to end_user {eu:?}, not {end_user}",
-            b.request
+            b.payload.end_user.as_deref() == Some(end_user.as_str()),
+            "request {} was attributed to end_user {:?}, not {end_user}",
+            b.request,
+            b.payload.end_user
         );
-        let tags = b.payload.get("request_tags").map(Value::to_string).unwrap_or_default();
         anyhow::ensure!(
-            tags.contains(&format!("tenant:{end_user}")),
-            "request {}: the router logged tags {tags}, without tenant:{end_user}",
-            b.request
+            b.payload.request_tags.iter().any(|t| t == end_user.as_str()),
+            "request {}: the router logged tags {:?}, without the tenant {end_user}",
+            b.request,
+            b.payload.request_tags
         );
     }
-    let logged: f64 = c
-        .sink()?
-        .records(Some(&end_user))
-        .await
-        .map(crate::ledger::sink::unique_by_id)?
+    let logged: f64 = unique(c.sink()?.records(Some(&end_user)).await?)
         .iter()
-        .filter(|r| {
-            r.get("end_user").and_then(Value::as_str) == Some(end_user.as_str())
-                && r.get("status").and_then(Value::as_str) == Some("success")
-        })
-        .filter_map(|r| r.get("response_cost").and_then(Value::as_f64))
+        .filter(|r| r.end_user.as_deref() == Some(end_user.as_str()) && r.is_success())
+        .filter_map(|r| r.response_cost)
         .sum();
     anyhow::ensure!(
         c.prices.agrees(logged, expected),
@@ -432,12 +430,12 @@ async fn streaming_billed(c: Ctx) -> anyhow::Result<()> {
 
 async fn cached_billed(c: Ctx, check_header: bool) -> anyhow::Result<()> {
     let group = c.priced_group()?;
-    let request = format!("req-{}", crate::stack::random_hex(6));
+    let request = Tag::fresh("req-", 6);
     let mut b = body(&c, &group, c.tag(), &request, "cache and bill");
     b["cache"] = json!({"use-cache": true});
     let (_, second, misses) = super::caching::until_cache_hit(&c, &b).await?;
     // Wait for the hit's own payload: the original's may arrive first, or twice.
-    let is_hit = |r: &Value| r.get("cache_hit").and_then(Value::as_bool) == Some(true);
+    let is_hit = |r: &LoggingPayload| r.cache_hit;
     let hits = c
         .sink()?
         .wait_for_where(&request, is_hit, 1, FLUSH)
@@ -446,7 +444,7 @@ async fn cached_billed(c: Ctx, check_header: bool) -> anyhow::Result<()> {
             anyhow::anyhow!("no logging payload marks the repeated request as a cache hit ({misses} misses first): {e}")
         })?;
     let hit = &hits[0];
-    let cost = hit.get("response_cost").and_then(Value::as_f64).unwrap_or(-1.0);
+    let cost = hit.response_cost.unwrap_or(-1.0);
     anyhow::ensure!(
         cost == 0.0,
         "a cache hit was billed {cost}; the router promises cache hits cost nothing"
@@ -461,7 +459,7 @@ async fn cached_billed(c: Ctx, check_header: bool) -> anyhow::Result<()> {
 
 async fn minimal_tokens(c: Ctx) -> anyhow::Result<()> {
     let group = c.priced_group()?;
-    let request = format!("req-{}", crate::stack::random_hex(6));
+    let request = Tag::fresh("req-", 6);
     let mut b = body(&c, &group, c.tag(), &request, "hi");
     b["max_tokens"] = json!(1);
     let client = send(&c, &b, false).await?;
@@ -472,7 +470,7 @@ async fn minimal_tokens(c: Ctx) -> anyhow::Result<()> {
     );
     let rec = c
         .sink()?
-        .wait_for_where(&request, crate::ledger::sink::is_success, 1, FLUSH)
+        .wait_for_where(&request, LoggingPayload::is_success, 1, FLUSH)
         .await?;
     let router = View::from_payload(&rec[0]);
     let dep = client.deployment.clone().unwrap_or_default();
@@ -491,7 +489,14 @@ async fn minimal_tokens(c: Ctx) -> anyhow::Result<()> {
 async fn identical_cost(c: Ctx) -> anyhow::Result<()> {
     let group = c.priced_group()?;
     let a = bill(&c, &group, c.tag(), "same words every time", false).await?;
-    let b = bill(&c, &group, c.tag(), "same words every time", false).await?;
+    // Deployments of one group may be priced differently: the second request asks for the
+    // deployment that served the first, by id.
+    let served = a
+        .upstream
+        .deployment
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("request {}: no deployment served it", a.request))?;
+    let b = bill(&c, &served, c.tag(), "same words every time", false).await?;
     let (ca, cb) = (reconciled(&c, &a)?, reconciled(&c, &b)?);
     anyhow::ensure!(ca == cb, "identical requests cost {ca} and {cb}");
     anyhow::ensure!(
@@ -508,7 +513,7 @@ async fn failed_costs_nothing(c: Ctx) -> anyhow::Result<()> {
     for g in c.config.closure(&group, ChainKind::General) {
         break_group(&c, &g, c.tag(), Fault::status(500)).await?;
     }
-    let request = format!("req-{}", crate::stack::random_hex(6));
+    let request = Tag::fresh("req-", 6);
     let r = c
         .router
         .chat(&body(&c, &group, c.tag(), &request, "this will fail"))
@@ -520,17 +525,15 @@ async fn failed_costs_nothing(c: Ctx) -> anyhow::Result<()> {
     );
     let records = c.sink()?.wait_for(&request, 1, FLUSH).await?;
     for rec in &records {
-        let cost = rec.get("response_cost").and_then(Value::as_f64).unwrap_or(0.0);
+        let cost = rec.response_cost.unwrap_or(0.0);
         anyhow::ensure!(
             cost == 0.0,
             "a failed request was logged with cost {cost} (status {:?})",
-            rec.get("status")
+            rec.status
         );
     }
     anyhow::ensure!(
-        records
-            .iter()
-            .any(|r| r.get("status").and_then(Value::as_str) == Some("failure")),
+        records.iter().any(|r| r.status == Status::Failure),
         "the router logged no failure payload for the failed request"
     );
     Ok(())

@@ -4,13 +4,14 @@
 
 use crate::runner::context::Ctx;
 use crate::runner::registry::{Case, Plan};
+use crate::stack::role::Role;
 
 pub fn cases(plan: &Plan) -> Vec<Case> {
     let probe: Vec<String> = plan.config.probe_group().into_iter().collect();
     vec![
-        Case::new("secrets::not_in_saved_service_logs", saved_logs).needs(&["sim"]),
-        Case::new("secrets::not_in_simulator_journal", journal).needs(&["sim"]),
-        Case::new("secrets::not_in_router_log_payloads", payloads).needs(&["sink"]),
+        Case::new("secrets::not_in_saved_service_logs", saved_logs).needs(&[Role::Simulator]),
+        Case::new("secrets::not_in_simulator_journal", journal).needs(&[Role::Simulator]),
+        Case::new("secrets::not_in_router_log_payloads", payloads).needs(&[Role::LedgerSink]),
     ]
     .into_iter()
     .map(|c| c.uses(&probe))
@@ -51,7 +52,7 @@ async fn saved_logs(c: Ctx) -> anyhow::Result<()> {
     );
     exercise(&c).await?;
     let dir = std::env::temp_dir().join(format!("gauntlet-secrets-{}", c.tag()));
-    let written = crate::stack::save_logs(&c.endpoints, std::path::Path::new("/nonexistent"), &dir);
+    let written = crate::stack::save_logs(&c.endpoints, &dir);
     anyhow::ensure!(!written.is_empty(), "no service log could be saved");
     let mut bad = Vec::new();
     for f in &written {
@@ -68,7 +69,10 @@ async fn saved_logs(c: Ctx) -> anyhow::Result<()> {
 async fn journal(c: Ctx) -> anyhow::Result<()> {
     exercise(&c).await?;
     let text = c.sim()?.journal_text(c.tag()).await?;
-    anyhow::ensure!(text.contains(c.tag()), "the journal has no entry for this case");
+    anyhow::ensure!(
+        text.contains(c.tag().as_str()),
+        "the journal has no entry for this case"
+    );
     let found = leaks(&c, &text);
     anyhow::ensure!(
         found.is_empty(),
@@ -84,7 +88,8 @@ async fn payloads(c: Ctx) -> anyhow::Result<()> {
         .sink()?
         .wait_for(c.tag(), 1, std::time::Duration::from_secs(30))
         .await?;
-    let text = serde_json::to_string(&records)?;
+    let raw: Vec<&serde_json::Value> = records.iter().map(|r| &r.raw).collect();
+    let text = serde_json::to_string(&raw)?;
     let found = leaks(&c, &text);
     anyhow::ensure!(
         found.is_empty(),

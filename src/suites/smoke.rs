@@ -14,6 +14,7 @@ use crate::client::shape;
 use crate::config::provider::Mode;
 use crate::runner::context::Ctx;
 use crate::runner::registry::{Case, Plan};
+use crate::stack::role::Role;
 use crate::suites::support::SINGLE_RPM;
 
 pub fn cases(plan: &Plan) -> Vec<Case> {
@@ -45,13 +46,13 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
         Case::new("smoke::streaming::chunks_and_done", streaming),
         Case::new("smoke::models::lists_every_group", models),
         Case::new("smoke::metadata::user_reaches_upstream", metadata_upstream)
-            .needs(&["sim"])
+            .needs(&[Role::Simulator])
             .ignore(
                 "LiteLLM 1.100.5 does not forward the request's `user` to OpenAI-compatible upstreams \
              (seen in the simulator journal); it keeps it as end_user in its logging payload, \
              which smoke::metadata::logged_by_router checks",
             ),
-        Case::new("smoke::metadata::logged_by_router", metadata_logged).needs(&["sink"]),
+        Case::new("smoke::metadata::logged_by_router", metadata_logged).needs(&[Role::LedgerSink]),
     ];
     let mut out: Vec<Case> = generic
         .into_iter()
@@ -124,7 +125,7 @@ async fn auth_refused(c: Ctx, key: Option<String>, strict: Strict) -> anyhow::Re
     if let Ok(sim) = c.sim() {
         let calls = sim
             .journal(&crate::sim::JournalQuery {
-                tag: Some(c.tag().to_owned()),
+                tag: Some(c.tag().clone()),
                 ..Default::default()
             })
             .await?;
@@ -162,7 +163,7 @@ async fn chat_completion(c: Ctx, group: String) -> anyhow::Result<()> {
 }
 
 async fn embedding(c: Ctx, group: String) -> anyhow::Result<()> {
-    let body = json!({"model": group, "input": [format!("[{}] embed this", c.tag())], "user": c.tag()});
+    let body = json!({"model": group, "input": [format!("{} embed this", c.tag().marker())], "user": c.tag()});
     let r = c.router.post("/v1/embeddings", &body).await?;
     r.expect_status(200)?;
     let v = r.json_or_err()?;
@@ -305,7 +306,7 @@ async fn metadata_upstream(c: Ctx) -> anyhow::Result<()> {
     let journal = c
         .sim()?
         .journal(&crate::sim::JournalQuery {
-            tag: Some(c.tag().to_owned()),
+            tag: Some(c.tag().clone()),
             ..Default::default()
         })
         .await?;
@@ -313,7 +314,7 @@ async fn metadata_upstream(c: Ctx) -> anyhow::Result<()> {
         .first()
         .ok_or_else(|| anyhow::anyhow!("no upstream call carrying tag {} in the simulator journal", c.tag()))?;
     anyhow::ensure!(
-        entry.user.as_deref() == Some(c.tag()),
+        entry.user.as_deref() == Some(c.tag().as_str()),
         "the upstream saw user {:?}, the client sent {:?}",
         entry.user,
         c.tag()
@@ -324,25 +325,23 @@ async fn metadata_upstream(c: Ctx) -> anyhow::Result<()> {
 async fn metadata_logged(c: Ctx) -> anyhow::Result<()> {
     let group = c.probe_group()?;
     let body = c.chat_body(&group, c.tag(), "metadata logging check");
-    let trace_id = body["metadata"]["trace_id"].as_str().unwrap_or_default().to_owned();
+    let trace_id = crate::suites::support::trace_of(&body)?;
     c.router.chat(&body).await?.expect_status(200)?;
     let records = c
         .sink()?
-        .wait_for_where(&trace_id, crate::ledger::sink::is_success, 1, Duration::from_secs(30))
+        .wait_for_where(&trace_id, |p| p.is_success(), 1, Duration::from_secs(30))
         .await?;
     let rec = &records[0];
-    let text = rec.to_string();
-    for (what, want) in [("tenant", c.tag()), ("trace_id", trace_id.as_str())] {
+    let tag = Some(c.tag().as_str());
+    for (what, got, want) in [
+        ("tenant", rec.tenant.as_deref(), tag),
+        ("trace_id", rec.trace_id.as_deref(), Some(trace_id.as_str())),
+        ("end_user", rec.end_user.as_deref(), tag),
+    ] {
         anyhow::ensure!(
-            text.contains(want),
-            "the router's logging payload lacks {what} {want:?}"
+            got == want,
+            "the router's logging payload has {what} {got:?}, expected {want:?}"
         );
     }
-    let end_user = rec.get("end_user").and_then(Value::as_str);
-    anyhow::ensure!(
-        end_user == Some(c.tag()),
-        "logging payload end_user is {end_user:?}, expected {:?}",
-        c.tag()
-    );
     Ok(())
 }

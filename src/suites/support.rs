@@ -4,6 +4,7 @@
 use crate::config::RouterConfig;
 use crate::runner::context::Ctx;
 use crate::sim::{Fault, JournalEntry, JournalQuery};
+use crate::tag::Tag;
 
 /// Requests a minute a fallback chain's cases send to each of its groups, together.
 pub const CHAIN_RPM: f64 = 60.0;
@@ -26,7 +27,7 @@ pub fn ids_of(cfg: &RouterConfig, group: &str) -> Vec<String> {
 }
 
 /// Makes every deployment of `group` answer requests carrying `tag` with `fault`.
-pub async fn break_group(c: &Ctx, group: &str, tag: &str, fault: Fault) -> anyhow::Result<()> {
+pub async fn break_group(c: &Ctx, group: &str, tag: &Tag, fault: Fault) -> anyhow::Result<()> {
     let sim = c.sim()?;
     for d in sims_of(&c.config, group) {
         sim.add_rule(&d, &crate::sim::Rule::tagged(tag, fault.clone())).await?;
@@ -35,11 +36,11 @@ pub async fn break_group(c: &Ctx, group: &str, tag: &str, fault: Fault) -> anyho
 }
 
 /// The upstream calls carrying `tag`, in arrival order.
-pub async fn calls(c: &Ctx, tag: &str) -> anyhow::Result<Vec<JournalEntry>> {
+pub async fn calls(c: &Ctx, tag: &Tag) -> anyhow::Result<Vec<JournalEntry>> {
     let mut j = c
         .sim()?
         .journal(&JournalQuery {
-            tag: Some(tag.to_owned()),
+            tag: Some(tag.clone()),
             ..Default::default()
         })
         .await?;
@@ -77,6 +78,12 @@ pub fn group_path(cfg: &RouterConfig, journal: &[JournalEntry]) -> Vec<String> {
         }
     }
     out
+}
+
+/// The trace id a request body carries (set by `Ctx::chat_body`).
+pub fn trace_of(body: &serde_json::Value) -> anyhow::Result<Tag> {
+    let t = body["metadata"]["trace_id"].as_str().unwrap_or_default();
+    Ok(t.parse()?)
 }
 
 pub fn now_ms() -> u64 {

@@ -9,15 +9,16 @@ use serde_json::Value;
 
 use crate::runner::context::Ctx;
 use crate::runner::registry::{Case, Plan};
+use crate::stack::role::Role;
 
 const SCRIPT: &str = include_str!("openai_sdk.py");
 
 pub fn cases(plan: &Plan) -> Vec<Case> {
     let probe: Vec<String> = plan.config.probe_group().into_iter().collect();
     vec![
-        Case::new("conformance::openai_sdk::simulator", simulator).needs(&["sim"]),
+        Case::new("conformance::openai_sdk::simulator", simulator).needs(&[Role::Simulator]),
         Case::new("conformance::openai_sdk::through_router", through_router)
-            .needs(&["sim"])
+            .needs(&[Role::Simulator])
             .uses(&probe),
     ]
 }
@@ -90,7 +91,10 @@ fn verdict(results: &serde_json::Map<String, Value>, expected: usize) -> anyhow:
 }
 
 async fn simulator(c: Ctx) -> anyhow::Result<()> {
-    let sim = c.endpoints.url("sim").ok_or_else(|| anyhow::anyhow!("no simulator"))?;
+    let sim = c
+        .endpoints
+        .url_of(Role::Simulator)
+        .ok_or_else(|| anyhow::anyhow!("no simulator"))?;
     // Every simulator deployment answers on the OpenAI routes too, whatever dialect the
     // router uses for it.
     let d = c
