@@ -30,9 +30,9 @@ pub enum RunError {
     /// A service of the stack is missing, would not start or is unreachable.
     #[error("{0}")]
     Stack(String),
-    /// A service started but never became ready.
+    /// A service started but never became ready (the cause says which, why, and its log).
     #[error(transparent)]
-    Unhealthy(#[from] crate::stack::Unhealthy),
+    Unhealthy(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl RunError {

@@ -56,7 +56,7 @@ impl fmt::Display for Tag {
 impl Tag {
     /// A fresh tag: `prefix` and random hex (`gt1a2b3c4d5e6f`, `req-1a2b3c`).
     pub fn fresh(prefix: &str, hex_bytes: usize) -> Self {
-        Self(format!("{prefix}{}", crate::stack::random_hex(hex_bytes)))
+        Self(format!("{prefix}{}", crate::random::random_hex(hex_bytes)))
     }
 
     /// A tag derived from this one (`gt…-fb`): a different tag, not matched by this one.

@@ -41,10 +41,7 @@ impl Parser {
 
 pub async fn read(rb: reqwest::RequestBuilder, url: &str) -> anyhow::Result<StreamReply> {
     let start = Instant::now();
-    let resp = rb
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("{url}: request failed: {}", error_chain(&e)))?;
+    let resp = super::router::start(rb, url).await?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let mut reply = StreamReply {

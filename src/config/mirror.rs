@@ -13,9 +13,10 @@ use std::path::Path;
 
 use serde_yaml::{Mapping, Value};
 
-use super::model::RouterConfig;
+use super::model::{RouterConfig, entry_path, model_name};
 use super::pricing::{self, Pricing};
 use super::provider::Provider;
+use super::routing::Strategy;
 use super::source::{ConfigError, Document, Seg};
 use crate::error::RunError;
 
@@ -100,17 +101,6 @@ const TOP_REMOVED: &[(&str, &str)] = &[
     ("assistant_settings", "assistants provider"),
 ];
 
-/// Routing strategies the pinned LiteLLM accepts (it refuses to start with any other).
-const STRATEGIES: &[&str] = &[
-    "simple-shuffle",
-    "least-busy",
-    "usage-based-routing",
-    "usage-based-routing-v2",
-    "latency-based-routing",
-    "cost-based-routing",
-    "lar1",
-];
-
 /// The Azure API version for deployments whose config takes it from the environment.
 const AZURE_API_VERSION: &str = "2024-10-21";
 
@@ -170,16 +160,8 @@ pub fn mirror(doc: &Document) -> Result<Mirrored, ConfigError> {
     // deployments share one (and one cooldown): the mirror keeps them sharing.
     let mut generated: Vec<(String, Value, String, String)> = Vec::new();
     for (i, d) in list.iter_mut().enumerate() {
-        let at = |more: &[&str]| {
-            let mut p = vec![k("model_list"), Seg::Index(i)];
-            p.extend(more.iter().map(|s| k(s)));
-            p
-        };
-        let group = d
-            .get("model_name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| doc.error(&at(&[]), &format!("model_list[{i}] has no model_name")))?
-            .to_owned();
+        let at = |more: &[&str]| entry_path(i, more);
+        let group = model_name(doc, d, i)?.to_owned();
         let map = d
             .as_mapping_mut()
             .ok_or_else(|| doc.error(&at(&[]), &format!("model_list[{i}] is not a mapping")))?;
@@ -376,13 +358,13 @@ pub fn mirror(doc: &Document) -> Result<Mirrored, ConfigError> {
     }
     let mut rset = section(doc, top, "router_settings")?;
     if let Some(s) = rset.get("routing_strategy").and_then(Value::as_str)
-        && !STRATEGIES.contains(&s)
+        && !Strategy::ACCEPTED.contains(&s)
     {
         return Err(doc.error(
             &[k("router_settings"), k("routing_strategy")],
             &format!(
                 "routing_strategy {s:?} is not one LiteLLM accepts (it would refuse to start): use one of {}",
-                STRATEGIES.join(", ")
+                Strategy::ACCEPTED.join(", ")
             ),
         ));
     }

@@ -108,15 +108,8 @@ impl RouterConfig {
         let router_cooldown = setting("cooldown_time").and_then(pricing::number);
         let mut deployments = Vec::new();
         for (i, d) in list.iter().enumerate() {
-            let at = |more: &[&str]| {
-                let mut p = vec![k("model_list"), Seg::Index(i)];
-                p.extend(more.iter().map(|s| k(s)));
-                p
-            };
-            let group = d
-                .get("model_name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| doc.error(&at(&[]), &format!("model_list[{i}] has no model_name")))?;
+            let at = |more: &[&str]| entry_path(i, more);
+            let group = model_name(doc, d, i)?;
             let params = d.get("litellm_params");
             let info = d.get("model_info");
             let model = params
@@ -578,6 +571,20 @@ fn read_fallbacks(doc: &Document, known: &dyn Fn(&str) -> bool) -> Result<Fallba
         content_policy: read("content_policy_fallbacks")?.filter(|l| !l.is_empty()),
         max_fallbacks,
     })
+}
+
+/// The path of `model_list[i]` (and of `more` keys under it), for errors and warnings.
+pub(crate) fn entry_path(i: usize, more: &[&str]) -> Vec<Seg> {
+    let mut p = vec![Seg::Key("model_list".into()), Seg::Index(i)];
+    p.extend(more.iter().map(|s| Seg::Key((*s).to_owned())));
+    p
+}
+
+/// `model_list[i].model_name`, or the error naming the entry and its line.
+pub(crate) fn model_name<'a>(doc: &Document, d: &'a Value, i: usize) -> Result<&'a str, ConfigError> {
+    d.get("model_name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| doc.error(&entry_path(i, &[]), &format!("model_list[{i}] has no model_name")))
 }
 
 fn policy(v: &Value) -> BTreeMap<String, u32> {

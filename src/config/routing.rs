@@ -24,6 +24,17 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    /// Every strategy name the pinned LiteLLM accepts (it refuses to start with another).
+    pub const ACCEPTED: [&'static str; 7] = [
+        "simple-shuffle",
+        "least-busy",
+        "usage-based-routing",
+        "usage-based-routing-v2",
+        "latency-based-routing",
+        "cost-based-routing",
+        "lar1",
+    ];
+
     pub fn parse(s: Option<&str>) -> Self {
         match s.map(str::trim) {
             None | Some("") | Some("simple-shuffle") => Self::SimpleShuffle,
@@ -158,15 +169,7 @@ mod tests {
 
     #[test]
     fn strategies_parse_and_print_as_configured() {
-        for s in [
-            "simple-shuffle",
-            "least-busy",
-            "usage-based-routing",
-            "usage-based-routing-v2",
-            "latency-based-routing",
-            "cost-based-routing",
-            "lar1",
-        ] {
+        for s in Strategy::ACCEPTED {
             assert_eq!(Strategy::parse(Some(s)).to_string(), s);
         }
         assert_eq!(Strategy::parse(None), Strategy::SimpleShuffle);

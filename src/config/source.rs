@@ -547,7 +547,7 @@ mod tests {
 
     #[test]
     fn includes_extend_lists_replace_the_rest_and_keep_their_lines() {
-        let dir = std::env::temp_dir().join(format!("gauntlet-inc-{}", crate::stack::random_hex(4)));
+        let dir = std::env::temp_dir().join(format!("gauntlet-inc-{}", crate::random::random_hex(4)));
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(
             dir.join("main.yaml"),

@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn exclusive_excludes_shared_and_shared_shares() {
-        let dir = std::env::temp_dir().join(format!("gauntlet-locks-{}", crate::stack::random_hex(4)));
+        let dir = std::env::temp_dir().join(format!("gauntlet-locks-{}", crate::random::random_hex(4)));
         let locks = Locks::new(&dir).unwrap();
         let reader = |g: &str| Claims {
             uses: vec![g.into()],

@@ -160,31 +160,9 @@ mod tests {
     use serde_json::{Value, json};
 
     use crate::sim::embeddings::tests::decode;
-    use crate::sim::{AdminClient, DeploymentSpec, Fault, JournalEntry, JournalQuery, Outcome, Rule, SimConfig, start};
-    use crate::tag::Tag;
+    use crate::sim::{AdminClient, Fault, JournalEntry, JournalQuery, Outcome, Rule};
 
-    fn tag(s: &str) -> Tag {
-        s.parse().unwrap()
-    }
-
-    async fn sim(names: &[&str]) -> crate::sim::SimHandle {
-        let cfg = SimConfig {
-            seed: 7,
-            deployments: names.iter().map(|n| DeploymentSpec::named(n)).collect(),
-        };
-        start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap()
-    }
-
-    async fn send(url: &str, body: &Value, headers: &[(&str, &str)]) -> reqwest::Result<reqwest::Response> {
-        let mut rb = reqwest::Client::new()
-            .post(url)
-            .json(body)
-            .timeout(Duration::from_secs(5));
-        for (k, v) in headers {
-            rb = rb.header(*k, *v);
-        }
-        rb.send().await
-    }
+    use crate::sim::testkit::{send, sim, tag};
 
     async fn post(url: &str, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
         send(url, body, headers).await.unwrap()

@@ -24,6 +24,8 @@ pub mod openai;
 pub mod request;
 pub mod server;
 pub mod state;
+#[cfg(test)]
+mod testkit;
 
 pub use admin::AdminClient;
 pub use bench::{BenchArgs, bench_cli};

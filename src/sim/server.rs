@@ -587,20 +587,10 @@ mod tests {
 
     use serde_json::{Value, json};
 
-    use crate::sim::{AdminClient, DeploymentSpec, Fault, JournalQuery, Outcome, Rule, SimConfig, When, start};
+    use crate::sim::{AdminClient, Fault, JournalQuery, Outcome, Rule, When};
     use crate::tag::Tag;
 
-    fn tag(s: &str) -> Tag {
-        s.parse().unwrap()
-    }
-
-    async fn sim(names: &[&str]) -> crate::sim::SimHandle {
-        let cfg = SimConfig {
-            seed: 7,
-            deployments: names.iter().map(|n| DeploymentSpec::named(n)).collect(),
-        };
-        start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap()
-    }
+    use crate::sim::testkit::{sim, tag};
 
     fn chat(tag: &str) -> Value {
         json!({"model": "m", "messages": [{"role": "user", "content": format!("[{tag}] hello there")}], "max_tokens": 5})

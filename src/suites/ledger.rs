@@ -174,13 +174,7 @@ fn body(c: &Ctx, group: &str, tenant: &Tag, request: &Tag, prompt: &str) -> Valu
 async fn send(c: &Ctx, body: &Value, stream: bool) -> anyhow::Result<View> {
     if stream {
         let s = c.router.chat_stream(body).await?;
-        anyhow::ensure!(
-            s.status == 200,
-            "{} answered {}: {}",
-            s.url,
-            s.status,
-            crate::client::excerpt(&s.error_text)
-        );
+        s.expect_ok()?;
         let usage = s
             .usage()
             .ok_or_else(|| anyhow::anyhow!("stream with include_usage carried no usage chunk"))?;

@@ -146,13 +146,7 @@ async fn chat_completion(c: Ctx, group: String) -> anyhow::Result<()> {
     let content = shape::chat_completion(r.json_or_err()?)?;
     anyhow::ensure!(!content.trim().is_empty(), "empty reply from {group}");
     let served = r.router().model_id;
-    let members: Vec<String> = c.config.deployments_of(&group).iter().map(|d| d.id.clone()).collect();
-    if let Some(id) = &served {
-        anyhow::ensure!(
-            members.contains(id),
-            "{group} was served by deployment {id}, not one of {members:?}"
-        );
-    }
+    served_by_member(&c, &group, served.as_deref())?;
     tracing::info!(
         group,
         served = served.as_deref().unwrap_or("?"),
@@ -178,11 +172,15 @@ async fn embedding(c: Ctx, group: String) -> anyhow::Result<()> {
     );
     let prompt = v.pointer("/usage/prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
     anyhow::ensure!(prompt > 0, "{}: usage.prompt_tokens is {prompt}", r.url);
-    let served = r.router().model_id;
-    let members: Vec<String> = c.config.deployments_of(&group).iter().map(|d| d.id.clone()).collect();
-    if let Some(id) = &served {
+    served_by_member(&c, &group, r.router().model_id.as_deref())
+}
+
+/// The deployment the router says served (if it says) is one of the group's.
+fn served_by_member(c: &Ctx, group: &str, served: Option<&str>) -> anyhow::Result<()> {
+    let members = crate::suites::support::ids_of(&c.config, group);
+    if let Some(id) = served {
         anyhow::ensure!(
-            members.contains(id),
+            members.iter().any(|m| m == id),
             "{group} was served by deployment {id}, not one of {members:?}"
         );
     }
@@ -219,13 +217,7 @@ async fn streaming(c: Ctx) -> anyhow::Result<()> {
     let mut body = c.chat_body(&group, c.tag(), "Stream a reply.");
     body["stream_options"] = json!({"include_usage": true});
     let s = c.router.chat_stream(&body).await?;
-    anyhow::ensure!(
-        s.status == 200,
-        "{} answered {}: {}",
-        s.url,
-        s.status,
-        crate::client::excerpt(&s.error_text)
-    );
+    s.expect_ok()?;
     anyhow::ensure!(
         s.done,
         "stream ended without data: [DONE] after {} chunks",

@@ -1,0 +1,216 @@
+//! [`RouterClient`]: requests to the router under test — chat (plain and streamed), models,
+//! raw GETs — each kept whole as a [`Reply`] so a case can assert on any part of it.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+use super::headers::RouterHeaders;
+use super::sse;
+
+/// One request/response exchange, kept whole so a case can assert on any part of it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub url: String,
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// The body parsed as JSON, or `Value::Null` if it was not JSON (see `text`).
+    pub json: Value,
+    pub text: String,
+    pub latency: Duration,
+}
+
+impl Reply {
+    pub fn router(&self) -> RouterHeaders {
+        RouterHeaders::from(&self.headers)
+    }
+
+    /// The body as JSON, or an error naming the URL and quoting what came instead.
+    pub fn json_or_err(&self) -> anyhow::Result<&Value> {
+        if self.json.is_null() {
+            anyhow::bail!(
+                "{} answered {} with a body that is not JSON: {:?}",
+                self.url,
+                self.status,
+                excerpt(&self.text)
+            );
+        }
+        Ok(&self.json)
+    }
+
+    /// Fails unless the status is `want`, quoting the body.
+    pub fn expect_status(&self, want: u16) -> anyhow::Result<&Self> {
+        if self.status != want {
+            anyhow::bail!(
+                "{} answered {} (expected {want}): {}",
+                self.url,
+                self.status,
+                excerpt(&self.text)
+            );
+        }
+        Ok(self)
+    }
+}
+
+/// A streamed reply: the SSE events as they came.
+#[derive(Debug, Clone)]
+pub struct StreamReply {
+    pub url: String,
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// Parsed `data:` payloads before `[DONE]`.
+    pub chunks: Vec<Value>,
+    /// Whether the `[DONE]` terminator arrived.
+    pub done: bool,
+    pub ttft: Option<Duration>,
+    pub latency: Duration,
+    /// The body if the status was not 200 (an error is not streamed).
+    pub error_text: String,
+}
+
+impl StreamReply {
+    /// The concatenated `delta.content` of every chunk.
+    pub fn content(&self) -> String {
+        self.chunks
+            .iter()
+            .filter_map(|c| c.pointer("/choices/0/delta/content").and_then(Value::as_str))
+            .collect()
+    }
+    /// Fails unless the stream was answered 200, quoting the error body.
+    pub fn expect_ok(&self) -> anyhow::Result<&Self> {
+        anyhow::ensure!(
+            self.status == 200,
+            "{} answered {}: {}",
+            self.url,
+            self.status,
+            excerpt(&self.error_text)
+        );
+        Ok(self)
+    }
+    /// The `usage` object of the final usage chunk, if any.
+    pub fn usage(&self) -> Option<&Value> {
+        self.chunks
+            .iter()
+            .rev()
+            .find_map(|c| c.get("usage").filter(|u| !u.is_null()))
+    }
+}
+
+/// A client for one router base URL, with its key (if any).
+#[derive(Clone)]
+pub struct RouterClient {
+    pub base: String,
+    key: Option<String>,
+    http: reqwest::Client,
+}
+
+/// Bound on any single router call unless a case asks for another.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl RouterClient {
+    pub fn new(base: &str, key: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(DEFAULT_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("reqwest client");
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            http,
+        }
+    }
+
+    /// The same router with another key (or none), to test authentication.
+    pub fn with_key(&self, key: Option<String>) -> Self {
+        Self { key, ..self.clone() }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, format!("{}{path}", self.base));
+        match &self.key {
+            Some(k) => rb.bearer_auth(k),
+            None => rb,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Reply> {
+        send(
+            self.request(reqwest::Method::GET, path),
+            &format!("{}{path}", self.base),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Reply> {
+        self.post_with(path, body, DEFAULT_TIMEOUT).await
+    }
+
+    pub async fn post_with(&self, path: &str, body: &Value, timeout: Duration) -> anyhow::Result<Reply> {
+        let rb = self.request(reqwest::Method::POST, path).json(body).timeout(timeout);
+        send(rb, &format!("{}{path}", self.base)).await
+    }
+
+    pub async fn chat(&self, body: &Value) -> anyhow::Result<Reply> {
+        self.post("/v1/chat/completions", body).await
+    }
+
+    /// Streams a chat completion (`body.stream` is set to true), reading every SSE event.
+    pub async fn chat_stream(&self, body: &Value) -> anyhow::Result<StreamReply> {
+        let mut body = body.clone();
+        body["stream"] = Value::Bool(true);
+        let url = format!("{}/v1/chat/completions", self.base);
+        let rb = self.request(reqwest::Method::POST, "/v1/chat/completions").json(&body);
+        sse::read(rb, &url).await
+    }
+}
+
+/// Sends a request; a transport failure names the URL.
+pub(crate) async fn start(rb: reqwest::RequestBuilder, url: &str) -> anyhow::Result<reqwest::Response> {
+    rb.send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: request failed: {}", error_chain(&e)))
+}
+
+async fn send(rb: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Reply> {
+    let start_at = Instant::now();
+    let resp = start(rb, url).await?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: reading the body failed: {}", error_chain(&e)))?;
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Ok(Reply {
+        url: url.to_owned(),
+        status,
+        headers,
+        json,
+        text,
+        latency: start_at.elapsed(),
+    })
+}
+
+/// An error with its sources, on one line ("error sending request: connection refused").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = inner.source();
+    }
+    crate::redact::redact(&s)
+}
+
+/// At most 300 characters of a body, redacted, for error messages.
+pub fn excerpt(text: &str) -> String {
+    let t: String = text.chars().take(300).collect();
+    let more = if text.chars().count() > 300 { "…" } else { "" };
+    format!("{}{more}", crate::redact::redact(&t))
+}
