@@ -120,8 +120,9 @@ fn run(mut args: Arguments) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let artifacts = artifacts_dir();
-    super::signals::install(&rt);
-    let Up { stack, boot, endpoints } = bring_up(&target, &plan, &selected, &rt)?;
+    let teardown = stack::Teardown::default();
+    super::signals::install(&rt, teardown.clone());
+    let Up { stack, boot, endpoints } = bring_up(&target, &plan, &selected, &rt, &teardown)?;
     let mut stack = stack;
     let router_url = router_override
         .or_else(|| endpoints.router_url().map(str::to_owned))
@@ -255,7 +256,13 @@ struct Up {
 
 /// Starts the services the selected cases need (embedded), or takes the endpoints of an
 /// attached stack or a bare router. Nothing starts when no case is selected.
-fn bring_up(target: &Target, plan: &Plan, selected: &[&Case], rt: &tokio::runtime::Runtime) -> anyhow::Result<Up> {
+fn bring_up(
+    target: &Target,
+    plan: &Plan,
+    selected: &[&Case],
+    rt: &tokio::runtime::Runtime,
+    teardown: &stack::Teardown,
+) -> anyhow::Result<Up> {
     let mut stack: Option<Stack> = None;
     let mut boot = Vec::new();
     let endpoints = match target {
@@ -282,12 +289,12 @@ fn bring_up(target: &Target, plan: &Plan, selected: &[&Case], rt: &tokio::runtim
                 router_config: &plan.config,
                 services: wanted,
                 health_timeout,
+                teardown: teardown.clone(),
             }));
             pb.finish_and_clear();
             let s = s?;
             boot = s.boot.clone();
             let ep = s.endpoints.clone();
-            super::signals::set_private_stack_dirs(&s);
             stack = Some(s);
             ep
         }

@@ -1,21 +1,11 @@
 //! SIGINT/SIGTERM: tear down what this process started, then exit 130. The trial threads may
-//! be blocked in requests, so teardown cannot wait for them; the recorded process groups
-//! are killed directly and the private folders removed.
+//! be blocked in requests, so teardown cannot wait for them; the run's [`Teardown`] kills the
+//! recorded process groups directly and removes the private folders.
 
-use std::path::PathBuf;
-use std::sync::Mutex;
+use crate::stack::Teardown;
 
-static PRIVATE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-/// Remembers a stack's private folder so an interrupt can remove it (it may hold keys).
-pub fn set_private_stack_dirs(stack: &crate::stack::Stack) {
-    if let Some(p) = stack.private_dir() {
-        PRIVATE_DIRS.lock().unwrap_or_else(|e| e.into_inner()).push(p);
-    }
-}
-
-pub fn install(rt: &tokio::runtime::Runtime) {
-    rt.spawn(async {
+pub fn install(rt: &tokio::runtime::Runtime, teardown: Teardown) {
+    rt.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
             return;
@@ -25,10 +15,7 @@ pub fn install(rt: &tokio::runtime::Runtime) {
             _ = term.recv() => "SIGTERM",
         };
         eprintln!("\ngauntlet: {name}: stopping the stack");
-        crate::stack::process::kill_all_live();
-        for d in PRIVATE_DIRS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = std::fs::remove_dir_all(d);
-        }
+        teardown.now();
         std::process::exit(i32::from(crate::error::exit::INTERRUPTED));
     });
 }

@@ -54,6 +54,7 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
             router_config: &config,
             services,
             health_timeout: stack::health::health_timeout()?,
+            teardown: stack::Teardown::default(),
         })
         .await;
         pb.finish_and_clear();

@@ -1,6 +1,6 @@
 //! The stack under test: the manifest, start order, health, backends, and the endpoints the
 //! suites talk to. [`Stack::start`] brings services up level by level; [`Stack::stop`] (and,
-//! as a last resort, [`process::kill_all_live`]) tears down everything it started.
+//! as a last resort, [`Teardown::now`]) tears down everything it started.
 
 pub mod endpoints;
 pub mod health;
@@ -11,7 +11,9 @@ pub mod process;
 pub mod role;
 pub mod start;
 pub mod state;
+pub mod teardown;
 pub mod template;
 
 pub use endpoints::{Endpoint, Endpoints};
 pub use start::{Stack, StartOptions, Unhealthy, free_port, save_logs, write_private};
+pub use teardown::Teardown;

@@ -1,30 +1,35 @@
 //! Local process backend: each service is a child in its own process group, its output in a
-//! log file. Every pgid started is recorded in [`LIVE`] so that teardown — normal, on panic,
-//! or from the signal handler — can kill what is left without owning the `Child`.
+//! log file. Every pgid started is recorded in the run's [`Teardown`] so that teardown —
+//! normal, on panic, or from the signal handler — can kill what is left without owning the
+//! `Child`.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Process groups started by this process and not yet stopped: (service, pgid).
-static LIVE: Mutex<Vec<(String, i32)>> = Mutex::new(Vec::new());
+use super::teardown::Teardown;
 
 /// A started service process.
-#[derive(Debug)]
 pub struct Proc {
     pub name: String,
     pub child: Child,
     pub log: PathBuf,
+    teardown: Teardown,
 }
 
 /// How long a service gets to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
 
 /// Starts `argv` with `env`, stdout and stderr appended to `log`.
-pub fn spawn(name: &str, argv: &[String], env: &[(String, String)], log: &Path) -> std::io::Result<Proc> {
+pub fn spawn(
+    name: &str,
+    argv: &[String],
+    env: &[(String, String)],
+    log: &Path,
+    teardown: &Teardown,
+) -> std::io::Result<Proc> {
     let out = File::create(log)?;
     let err = out.try_clone()?;
     let mut cmd = Command::new(&argv[0]);
@@ -45,13 +50,12 @@ pub fn spawn(name: &str, argv: &[String], env: &[(String, String)], log: &Path) 
         });
     }
     let child = cmd.spawn()?;
-    LIVE.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((name.to_owned(), child.id() as i32));
+    teardown.started(name, child.id() as i32);
     Ok(Proc {
         name: name.to_owned(),
         child,
         log: log.to_owned(),
+        teardown: teardown.clone(),
     })
 }
 
@@ -66,14 +70,8 @@ impl Proc {
         let pgid = self.child.id() as i32;
         stop_group(pgid);
         let _ = self.child.wait();
-        forget(pgid);
+        self.teardown.stopped(pgid);
     }
-}
-
-fn forget(pgid: i32) {
-    LIVE.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|(_, p)| *p != pgid);
 }
 
 /// Terminates a process group, bounded by [`GRACE`].
@@ -107,23 +105,6 @@ fn reap_any() {
             break;
         }
     }
-}
-
-/// Kills every process group still recorded: the last line of defence (signal handler, panic).
-pub fn kill_all_live() {
-    let live: Vec<(String, i32)> = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
-    for (_, pgid) in live.iter().rev() {
-        stop_group(*pgid);
-    }
-}
-
-/// Names of services still running (for diagnostics and tests).
-pub fn live_names() -> Vec<String> {
-    LIVE.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .map(|(n, _)| n.clone())
-        .collect()
 }
 
 /// The last `lines` lines of a log file (for error messages).
@@ -161,7 +142,8 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let mut p = spawn("sh", &argv, &[], &log).unwrap();
+        let teardown = Teardown::default();
+        let mut p = spawn("sh", &argv, &[], &log, &teardown).unwrap();
         let pgid = p.child.id() as i32;
         let t = Instant::now();
         while !std::fs::read_to_string(&log).unwrap().contains("started") {
@@ -174,7 +156,7 @@ mod tests {
             0,
             "process group {pgid} survived stop"
         );
-        assert!(!live_names().contains(&"sh".to_owned()));
+        assert!(teardown.running().is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

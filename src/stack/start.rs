@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::endpoints::{Endpoint, Endpoints};
 use super::manifest::{Builtin, Manifest};
+use super::teardown::Teardown;
 use super::template::Vars;
 use super::{health, litellm, order, process, template};
 use crate::config::RouterConfig;
@@ -39,6 +40,7 @@ pub struct Stack {
     sink: Option<crate::ledger::sink::SinkHandle>,
     /// Rendered config and raw logs: private (0700), may hold secrets, removed at stop.
     private: PathBuf,
+    teardown: Teardown,
     /// How long each service took to become healthy, in start order.
     pub boot: Vec<(String, Duration)>,
 }
@@ -50,6 +52,8 @@ pub struct StartOptions<'a> {
     /// Services to start (their dependencies are added).
     pub services: Vec<String>,
     pub health_timeout: Duration,
+    /// Where what is started gets recorded, for a signal handler to tear down.
+    pub teardown: Teardown,
 }
 
 impl Stack {
@@ -57,6 +61,7 @@ impl Stack {
         let m = opts.manifest;
         let wanted = m.closure(&opts.services);
         let private = private_dir()?;
+        opts.teardown.made_dir(&private);
         let master_key = format!("sk-gauntlet-{}", crate::random::random_hex(16));
         let provider_key = format!("sk-provider-{}", crate::random::random_hex(16));
         crate::redact::register(&master_key);
@@ -74,6 +79,7 @@ impl Stack {
             sim: None,
             sink: None,
             private,
+            teardown: opts.teardown.clone(),
             boot: Vec::new(),
         };
         let mut vars: Vars = BTreeMap::new();
@@ -161,7 +167,7 @@ impl Stack {
                 return Err(RunError::stack(missing_program(name, &argv[0])).into());
             }
             let log = self.private.join(format!("{name}.log"));
-            let proc = process::spawn(name, &argv, &env, &log)
+            let proc = process::spawn(name, &argv, &env, &log, &self.teardown)
                 .map_err(|e| RunError::stack(format!("service '{name}': cannot start {}: {e}", argv[0])))?;
             let scheme = if spec.health.redis { "redis" } else { "http" };
             let url = format!("{scheme}://127.0.0.1:{port}");
@@ -240,10 +246,6 @@ impl Stack {
         save_logs(&self.endpoints, dir)
     }
 
-    pub fn private_dir(&self) -> Option<PathBuf> {
-        Some(self.private.clone())
-    }
-
     /// Stops everything, last started first. Safe to call twice.
     pub async fn stop(&mut self) {
         for p in self.procs.iter_mut().rev() {
@@ -257,6 +259,7 @@ impl Stack {
             s.shutdown().await;
         }
         let _ = std::fs::remove_dir_all(&self.private);
+        self.teardown.removed_dir(&self.private);
     }
 }
 
@@ -267,6 +270,7 @@ impl Drop for Stack {
             p.stop();
         }
         let _ = std::fs::remove_dir_all(&self.private);
+        self.teardown.removed_dir(&self.private);
     }
 }
 

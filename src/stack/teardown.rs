@@ -1,0 +1,56 @@
+//! [`Teardown`]: what must go when a run stops, however it stops — the process groups it
+//! started and the private folders it made. The stack records into it as it starts things;
+//! the signal handler, which cannot wait for the stack's owner (trial threads may be blocked
+//! in requests), kills from it directly. One value shared by both, created by the run before
+//! anything starts, so an interrupt during start-up finds what was started so far.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Default)]
+pub struct Teardown(Arc<Mutex<Recorded>>);
+
+#[derive(Default)]
+struct Recorded {
+    /// (service, pgid) of every group started and not yet stopped.
+    groups: Vec<(String, i32)>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Teardown {
+    fn with<T>(&self, f: impl FnOnce(&mut Recorded) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn started(&self, service: &str, pgid: i32) {
+        self.with(|r| r.groups.push((service.to_owned(), pgid)));
+    }
+
+    pub fn stopped(&self, pgid: i32) {
+        self.with(|r| r.groups.retain(|(_, p)| *p != pgid));
+    }
+
+    pub fn made_dir(&self, dir: &Path) {
+        self.with(|r| r.dirs.push(dir.to_owned()));
+    }
+
+    pub fn removed_dir(&self, dir: &Path) {
+        self.with(|r| r.dirs.retain(|d| d != dir));
+    }
+
+    /// Services still running (for diagnostics and tests).
+    pub fn running(&self) -> Vec<String> {
+        self.with(|r| r.groups.iter().map(|(n, _)| n.clone()).collect())
+    }
+
+    /// Kills every group still recorded, last started first, and removes the folders.
+    pub fn now(&self) {
+        let (groups, dirs) = self.with(|r| (std::mem::take(&mut r.groups), std::mem::take(&mut r.dirs)));
+        for (_, pgid) in groups.iter().rev() {
+            super::process::stop_group(*pgid);
+        }
+        for d in dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
