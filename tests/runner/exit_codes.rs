@@ -4,29 +4,26 @@
 //! does not exist, a service that exits at start), 130 on SIGINT while a case runs. Usage
 //! errors must be found before anything is started.
 
-use crate::util::{FAILING, FAILING_SAYS, PASSING, PASSING_NAMES, Scratch, case};
+use crate::scenarios;
+use crate::util::{FAILING_SAYS, PASSING, PASSING_NAMES, Scratch, case};
 
 #[test]
 fn passing_cases_exit_0() {
-    let s = Scratch::new("exit-0");
-    s.stack("sim-router.toml");
-    let out = s.gauntlet().args(PASSING).run();
-    out.assert_code(0).assert_stdout_has("test result: ok. 3 passed");
+    let run = scenarios::passing();
+    run.out.assert_code(0).assert_stdout_has("test result: ok. 3 passed");
     // Not vacuous: the three cases ran, against a stack this run started.
-    let summary = s.summary();
     for name in PASSING_NAMES {
-        assert_eq!(case(&summary, name)["status"], "passed", "{}", out.show());
+        assert_eq!(case(run.summary(), name)["status"], "passed", "{}", run.out.show());
     }
-    assert!(s.started("router").is_some(), "the router was never started\n{}", out.show());
+    assert!(run.router_started, "the router was never started\n{}", run.out.show());
 }
 
 #[test]
 fn a_failing_case_exits_101() {
-    let s = Scratch::new("exit-101");
-    s.stack("sim-router.toml");
-    let out = s.gauntlet().args(&["--exact", FAILING]).run();
-    out.assert_code(101)
-        .assert_stdout_has("test result: FAILED. 0 passed; 1 failed")
+    let run = scenarios::failing();
+    run.out
+        .assert_code(101)
+        .assert_stdout_has("test result: FAILED. 3 passed; 1 failed")
         .assert_stdout_has(FAILING_SAYS);
 }
 
@@ -35,8 +32,13 @@ fn an_unknown_flag_exits_2() {
     let s = Scratch::new("exit-2-flag");
     s.stack("sim-router.toml");
     let out = s.gauntlet().args(&["--no-such-flag", "smoke::"]).run();
-    out.assert_code(2).assert_stderr_has("unexpected argument '--no-such-flag'");
-    assert!(s.started("router").is_none(), "a bad flag started the stack\n{}", out.show());
+    out.assert_code(2)
+        .assert_stderr_has("unexpected argument '--no-such-flag'");
+    assert!(
+        s.started("router").is_none(),
+        "a bad flag started the stack\n{}",
+        out.show()
+    );
 }
 
 #[test]
@@ -79,7 +81,11 @@ fn health_timeout_that_is_not_a_number_exits_2_before_starting_anything() {
     s.stack("sim-router.toml");
     let out = s.gauntlet().args(PASSING).env("HEALTH_TIMEOUT", "abc").run();
     out.assert_code(2).assert_stderr_has("HEALTH_TIMEOUT=\"abc\"");
-    assert!(s.started("router").is_none(), "HEALTH_TIMEOUT=abc still started the router\n{}", out.show());
+    assert!(
+        s.started("router").is_none(),
+        "HEALTH_TIMEOUT=abc still started the router\n{}",
+        out.show()
+    );
 }
 
 #[test]
@@ -100,7 +106,11 @@ fn redis_server_missing_exits_3_saying_how_to_install_it() {
     out.assert_code(3)
         .assert_stderr_has("service 'redis' needs 'redis-server', which is not on PATH")
         .assert_stderr_has("apt-get install -y redis-server");
-    assert!(s.started("router").is_none(), "the router started without its redis\n{}", out.show());
+    assert!(
+        s.started("router").is_none(),
+        "the router started without its redis\n{}",
+        out.show()
+    );
 }
 
 #[test]
@@ -116,22 +126,6 @@ fn a_service_that_exits_at_start_exits_3_with_its_log_tail() {
 
 #[test]
 fn sigint_while_a_case_runs_exits_130() {
-    let s = Scratch::new("exit-130");
-    s.stack_with(
-        "sim-router.toml",
-        &[("@SIM_ARGS@", &format!("--config '{}'", s.path("sim-hang.yaml").display()))],
-    );
-    let mut run = s
-        .gauntlet()
-        .args(&["--exact", "smoke::chat_completion::default"])
-        .spawn();
-    let port = s.wait_service_up(&mut run, "router");
-    // The case is running once its request hangs in the simulator (journal: outcome "hang").
-    run.wait_for("the case's request in the router's journal", || {
-        crate::util::http_get(port, "/admin/journal?deployment=default")
-            .is_some_and(|(status, body)| status == 200 && body.contains("\"hang\""))
-    });
-    run.signal(libc::SIGINT);
-    let out = run.wait();
-    out.assert_code(130).assert_stderr_has("SIGINT: stopping the stack");
+    let run = scenarios::interrupted();
+    run.out.assert_code(130).assert_stderr_has("SIGINT: stopping the stack");
 }

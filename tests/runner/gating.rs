@@ -13,18 +13,28 @@ fn a_case_needing_a_missing_service_is_ignored_with_the_reason() {
     let ignored = s.gauntlet().args(&["--list", "--ignored"]).run();
     ignored.assert_code(0);
     let listed = ignored.listed();
-    assert!(listed.iter().any(|l| l == NEEDS_SINK), "{NEEDS_SINK} not listed as ignored\n{}", ignored.show());
+    assert!(
+        listed.iter().any(|l| l == NEEDS_SINK),
+        "{NEEDS_SINK} not listed as ignored\n{}",
+        ignored.show()
+    );
     for name in PASSING_NAMES {
-        assert!(!listed.iter().any(|l| l == name), "{name} listed as ignored\n{}", ignored.show());
+        assert!(
+            !listed.iter().any(|l| l == name),
+            "{name} listed as ignored\n{}",
+            ignored.show()
+        );
     }
 
     let out = s.gauntlet().args(&["--exact", NEEDS_SINK]).run();
-    out.assert_code(0)
-        .assert_stdout_has(&format!("test {NEEDS_SINK} ... ignored"));
+    out.assert_code(0).assert_outcome(NEEDS_SINK, "ignored");
     let rec = case(&s.summary(), NEEDS_SINK).clone();
     assert_eq!(rec["status"], "ignored", "{rec:#}");
     let reason = rec["message"].as_str().unwrap_or_default();
-    assert!(reason.contains("sink"), "the reason does not name the missing sink: {reason:?}");
+    assert!(
+        reason.contains("sink"),
+        "the reason does not name the missing sink: {reason:?}"
+    );
     // The terminal summary gives the same reason.
     out.assert_stderr_has(&format!("{NEEDS_SINK}: {reason}"));
     // Nothing to run, so nothing was started.
@@ -37,7 +47,10 @@ fn under_require_all_it_fails_with_that_reason() {
     s.stack("sim-router.toml");
     // The reason it is ignored without GAUNTLET_REQUIRE.
     s.gauntlet().args(&["--exact", NEEDS_SINK]).run().assert_code(0);
-    let reason = case(&s.summary(), NEEDS_SINK)["message"].as_str().unwrap_or_default().to_owned();
+    let reason = case(&s.summary(), NEEDS_SINK)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(!reason.is_empty());
 
     let listed = s
@@ -46,22 +59,30 @@ fn under_require_all_it_fails_with_that_reason() {
         .env("GAUNTLET_REQUIRE", "all")
         .run()
         .listed();
-    assert!(!listed.iter().any(|l| l == NEEDS_SINK), "still ignored under GAUNTLET_REQUIRE=all: {listed:?}");
+    assert!(
+        !listed.iter().any(|l| l == NEEDS_SINK),
+        "still ignored under GAUNTLET_REQUIRE=all: {listed:?}"
+    );
     // Ignored for what the config (a LiteLLM gap) says, not for a missing service: stays ignored.
-    assert!(listed.iter().any(|l| l == "smoke::auth::wrong_key_is_401"), "{listed:?}");
+    assert!(
+        listed.iter().any(|l| l == "smoke::auth::wrong_key_is_401"),
+        "{listed:?}"
+    );
 
     let out = s
         .gauntlet()
         .args(&["--exact", NEEDS_SINK])
         .env("GAUNTLET_REQUIRE", "all")
         .run();
-    out.assert_code(101)
-        .assert_stdout_has(&format!("test {NEEDS_SINK} ... FAILED"));
+    out.assert_code(101).assert_outcome(NEEDS_SINK, "FAILED");
     let want = format!("GAUNTLET_REQUIRE=all: {reason}");
     let rec = case(&s.summary(), NEEDS_SINK).clone();
     assert_eq!(rec["status"], "failed", "{rec:#}");
     assert_eq!(rec["message"], want.as_str(), "{rec:#}");
     let junit = junit_cases(&s.junit());
-    let tc = junit.iter().find(|c| c.name == NEEDS_SINK).expect("testcase in junit.xml");
+    let tc = junit
+        .iter()
+        .find(|c| c.name == NEEDS_SINK)
+        .expect("testcase in junit.xml");
     assert_eq!(tc.failure.as_deref(), Some(want.as_str()), "{tc:?}");
 }

@@ -13,10 +13,24 @@ fn list_starts_nothing_and_writes_nothing() {
         let out = s.gauntlet().args(args).run();
         out.assert_code(0);
         assert!(!out.listed().is_empty(), "nothing listed\n{}", out.show());
-        assert!(s.started("router").is_none(), "--list spawned the router\n{}", out.show());
+        assert!(
+            s.started("router").is_none(),
+            "--list spawned the router\n{}",
+            out.show()
+        );
         assert!(s.survivors().is_empty(), "{:?}\n{}", s.survivors(), out.show());
-        assert!(!s.artifacts().exists(), "--list wrote {:?}\n{}", Scratch::files_under(&s.artifacts()), out.show());
-        assert!(s.tmp_entries().is_empty(), "--list wrote {:?} into TMPDIR\n{}", s.tmp_entries(), out.show());
+        assert!(
+            !s.artifacts().exists(),
+            "--list wrote {:?}\n{}",
+            Scratch::files_under(&s.artifacts()),
+            out.show()
+        );
+        assert!(
+            s.tmp_entries().is_empty(),
+            "--list wrote {:?} into TMPDIR\n{}",
+            s.tmp_entries(),
+            out.show()
+        );
         assert!(!out.stderr.contains("starting the stack"), "{}", out.show());
     }
 }
@@ -31,6 +45,9 @@ fn list_shows_the_cases_derived_from_the_fixture_config() {
         assert!(listed.iter().any(|l| l == name), "{name} not listed\n{}", out.show());
     }
     // One group in the config, so one chat completion case.
-    let chat: Vec<&String> = listed.iter().filter(|l| l.starts_with("smoke::chat_completion::")).collect();
+    let chat: Vec<&String> = listed
+        .iter()
+        .filter(|l| l.starts_with("smoke::chat_completion::"))
+        .collect();
     assert_eq!(chat, ["smoke::chat_completion::default"], "{}", out.show());
 }

@@ -13,12 +13,13 @@
 //! - `known_issues`: what the runner gets wrong today, `#[ignore]`d with the evidence
 //!
 //! `util` holds what they share (scratch folders, fixture stacks, bounded runs, reports,
-//! survivors).
+//! survivors); `scenarios` the runs several topics check, made once.
 
 mod exit_codes;
 mod gating;
 mod known_issues;
 mod listing;
 mod reports;
+mod scenarios;
 mod teardown;
 mod util;

@@ -16,9 +16,13 @@
 //! | `@TOKEN@` | a word unique to the test ([`Scratch::token`]): every process a fixture starts carries it on its command line |
 //! | `@SIM_ARGS@` | extra `gauntlet sim` arguments (empty unless the test gives some) |
 //!
-//! Every service is `/bin/sh -c '...; <gauntlet> sim ... & wait'`: the simulator is a
-//! *grandchild* of gauntlet, so it stops only if gauntlet kills the service's whole process
-//! group (the kernel's `PR_SET_PDEATHSIG` reaches the shell only). Before that the shell writes
+//! Every service is `/bin/sh -c 'trap wait TERM; ...; <gauntlet> sim ... & wait'`: the
+//! simulator is a *grandchild* of gauntlet, so it stops only if gauntlet kills the service's
+//! whole process group (the kernel's `PR_SET_PDEATHSIG` reaches the shell only, and the shell
+//! answers SIGTERM by waiting for the simulator). That trap also makes the shell reap its
+//! simulator instead of orphaning it: gauntlet's teardown waits until its process group has no
+//! member left, unreaped zombies included, and an orphan is reaped by PID 1 — on the VM these
+//! tests were written on, about 2 s later. Before starting the simulator the shell writes
 //! `<service>.started` (`<pgid> <port>`) into the scratch folder: proof that the service was
 //! spawned, where it listens and which process group it leads.
 //!
@@ -219,7 +223,8 @@ impl Scratch {
                 self.started(&service).map(|(g, _)| g)
             })
             .collect();
-        let root = self.root.display().to_string();
+        // With the separator: `runner/a` must not match `runner/a-b/...` of another test.
+        let root = format!("{}/", self.root.display());
         let me = std::process::id();
         let mut found = Vec::new();
         for e in fs::read_dir("/proc").unwrap().flatten() {
@@ -233,15 +238,23 @@ impl Scratch {
                 continue;
             };
             // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after the last ')'.
-            let after: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
-            let (state, pgrp) = (after.first().copied().unwrap_or("?"), after.get(2).and_then(|g| g.parse::<i32>().ok()));
+            let after: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or("", |(_, r)| r)
+                .split_whitespace()
+                .collect();
+            let (state, pgrp) = (
+                after.first().copied().unwrap_or("?"),
+                after.get(2).and_then(|g| g.parse::<i32>().ok()),
+            );
             if state == "Z" || state == "X" {
                 continue;
             }
             let cmdline = fs::read(e.path().join("cmdline"))
                 .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
                 .unwrap_or_default();
-            let ours = cmdline.contains(&self.token) || cmdline.contains(&root) || pgrp.is_some_and(|g| groups.contains(&g));
+            let ours =
+                cmdline.contains(&self.token) || cmdline.contains(&root) || pgrp.is_some_and(|g| groups.contains(&g));
             if ours {
                 found.push(format!("{pid} {state} {}", cmdline.trim()));
             }
@@ -257,29 +270,33 @@ impl Scratch {
 
     /// Same, for the gauntlet process `pid` (a detached stack's supervisor, say).
     pub fn assert_torn_down_pid(&self, pid: u32, context: &str) {
+        self.leftovers(pid).assert_none(context);
+    }
+
+    /// What the gauntlet process `pid` left once it exited: processes still running after
+    /// [`TEARDOWN_GRACE`] (polled, so a dying process gets its moment) and its private folder.
+    pub fn leftovers(&self, pid: u32) -> Leftovers {
         let deadline = Instant::now() + TEARDOWN_GRACE;
-        let mut left = self.survivors();
-        while !left.is_empty() && Instant::now() < deadline {
+        let mut processes = self.survivors();
+        while !processes.is_empty() && Instant::now() < deadline {
             std::thread::sleep(POLL);
-            left = self.survivors();
+            processes = self.survivors();
         }
-        assert!(
-            left.is_empty(),
-            "still running {TEARDOWN_GRACE:?} after gauntlet (pid {pid}) exited:\n  {}\n{context}",
-            left.join("\n  ")
-        );
-        let private = self.private_dirs(pid);
-        assert!(
-            private.is_empty(),
-            "gauntlet (pid {pid}) left its private folder {private:?} in {}\n{context}",
-            self.tmp().display()
-        );
+        Leftovers {
+            pid,
+            processes,
+            private: self.private_dirs(pid),
+            tmp: self.tmp(),
+        }
     }
 
     /// `gauntlet-<pid>-…` folders under `TMPDIR`.
     pub fn private_dirs(&self, pid: u32) -> Vec<String> {
         let prefix = format!("gauntlet-{pid}-");
-        self.tmp_entries().into_iter().filter(|n| n.starts_with(&prefix)).collect()
+        self.tmp_entries()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect()
     }
 
     /// Names of everything directly under `TMPDIR`.
@@ -325,11 +342,44 @@ impl Scratch {
     }
 }
 
+/// What a gauntlet run left behind, see [`Scratch::leftovers`].
+#[derive(Debug, Clone)]
+pub struct Leftovers {
+    pub pid: u32,
+    /// `pid state cmdline` of each process of the fixture still running.
+    pub processes: Vec<String>,
+    /// Its `gauntlet-<pid>-…` folders under TMPDIR.
+    pub private: Vec<String>,
+    tmp: PathBuf,
+}
+
+impl Leftovers {
+    pub fn assert_none(&self, context: &str) {
+        let pid = self.pid;
+        assert!(
+            self.processes.is_empty(),
+            "still running {TEARDOWN_GRACE:?} after gauntlet (pid {pid}) exited:\n  {}\n{context}",
+            self.processes.join("\n  ")
+        );
+        assert!(
+            self.private.is_empty(),
+            "gauntlet (pid {pid}) left its private folder {:?} in {}\n{context}",
+            self.private,
+            self.tmp.display()
+        );
+    }
+}
+
 impl Drop for Scratch {
-    /// Kills whatever a fixture left running (by pid), so a failing test does not leak
-    /// simulators into the next; keeps the folder of a failed test for a look.
+    /// Kills whatever a fixture left running (by pid, and only processes whose command line
+    /// names this test: a process-group id alone may have been reused), so a failing test does
+    /// not leak simulators into the next; keeps the folder of a failed test for a look.
     fn drop(&mut self) {
+        let root = format!("{}/", self.root.display());
         for line in self.survivors() {
+            if !line.contains(&self.token) && !line.contains(&root) {
+                continue;
+            }
             if let Some(pid) = line.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) {
                 // SAFETY: plain signal to a process this test's fixture started.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -456,7 +506,11 @@ impl Running {
             }
             if self.started.elapsed() > self.timeout {
                 let out = self.kill();
-                panic!("gauntlet still running after {:?}; killed\n{}", self.timeout, out.show());
+                panic!(
+                    "gauntlet still running after {:?}; killed\n{}",
+                    self.timeout,
+                    out.show()
+                );
             }
             std::thread::sleep(POLL);
         }
@@ -471,11 +525,13 @@ impl Running {
 
     fn collect(&mut self, status: ExitStatus) -> Output {
         use std::os::unix::process::ExitStatusExt;
-        let child = self.child.take().expect("running");
+        // Reaped already (`status` came from try_wait or wait): only the pid is left to keep.
+        let pid = self.pid();
+        self.child = None;
         Output {
             argv: self.argv.clone(),
             env: self.env.clone(),
-            pid: child.id(),
+            pid,
             code: status.code(),
             signal: status.signal(),
             took: self.started.elapsed(),
@@ -495,6 +551,7 @@ impl Drop for Running {
 }
 
 /// A finished gauntlet run.
+#[derive(Debug, Clone)]
 pub struct Output {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -537,6 +594,16 @@ impl Output {
         self
     }
 
+    /// libtest's line for case `name` says `outcome` (`ok`, `FAILED`, `ignored`); the
+    /// names are padded to one width, so the line is `test <name> <spaces>... <outcome>`.
+    pub fn assert_outcome(&self, name: &str, outcome: &str) -> &Self {
+        let prefix = format!("test {name} ");
+        let line = self.stdout.lines().find(|l| l.starts_with(&prefix));
+        let seen = line.and_then(|l| l[prefix.len()..].trim_start().strip_prefix("... "));
+        assert_eq!(seen, Some(outcome), "libtest's line for {name}\n{}", self.show());
+        self
+    }
+
     /// The case names of a `--list` run; every stdout line must be libtest's `name: test`.
     pub fn listed(&self) -> Vec<String> {
         self.stdout
@@ -558,11 +625,18 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let status = raw.split_whitespace().nth(1)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((status, body))
 }
 
