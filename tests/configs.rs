@@ -138,6 +138,7 @@ fn cases(path: &Path) -> Vec<Case> {
         config,
         available,
         require_all: false,
+        embedded: true,
     };
     gauntlet::suites::all(&plan)
 }

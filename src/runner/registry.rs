@@ -85,6 +85,8 @@ pub struct Plan {
     pub available: Vec<Role>,
     /// `GAUNTLET_REQUIRE=all`: a case that would be ignored for a missing service fails instead.
     pub require_all: bool,
+    /// The stack is started by this run from the manifest (not attached, not a bare router).
+    pub embedded: bool,
 }
 
 impl Plan {
@@ -118,10 +120,18 @@ pub fn gate(plan: &Plan, cases: Vec<Case>) -> Vec<Case> {
             if missing.is_empty() || c.ignored.is_some() {
                 return c;
             }
-            let reason = format!(
-                "needs {} which this target lacks: run on the embedded stack (no ROUTER_URL) or attach one with GAUNTLET_STACK",
-                missing.join(", ")
-            );
+            let reason = if plan.embedded {
+                format!(
+                    "needs the {} role, which no service of {} plays (add one, or give one `role = \"…\"`)",
+                    missing.join(", "),
+                    plan.manifest.origin
+                )
+            } else {
+                format!(
+                    "needs {} which this target lacks: run on the embedded stack (no ROUTER_URL) or attach one with GAUNTLET_STACK",
+                    missing.join(", ")
+                )
+            };
             if plan.require_all {
                 let r = reason.clone();
                 Case { run: Arc::new(move |_| { let r = r.clone(); Box::pin(async move { anyhow::bail!("GAUNTLET_REQUIRE=all: {r}") }) }), ..c }

@@ -63,6 +63,17 @@ pub fn main(argv: Vec<String>) -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Err(e) = check_args(&args) {
+        eprintln!("gauntlet: error: {e}");
+        return ExitCode::from(exit::USAGE);
+    }
+    // Orphans of our services (a shell's background job, a forked worker) become ours to
+    // reap, not PID 1's: a stopped process group is gone when we have reaped it, not when a
+    // busy init gets round to it.
+    // SAFETY: prctl on our own process.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
+    }
     match run(args) {
         Ok(code) => code,
         Err(e) => {
@@ -70,6 +81,25 @@ pub fn main(argv: Vec<String>) -> ExitCode {
             crate::error::exit_code_of(&e)
         }
     }
+}
+
+/// libtest arguments libtest-mimic accepts but cannot run with: refused before anything starts.
+fn check_args(args: &Arguments) -> Result<(), RunError> {
+    if args.test_threads == Some(0) {
+        return Err(RunError::usage(
+            "--test-threads 0: at least one thread must run the cases",
+        ));
+    }
+    if let Some(log) = &args.logfile {
+        let dir = std::path::Path::new(log).parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(d) = dir.filter(|d| !d.is_dir()) {
+            return Err(RunError::usage(format!(
+                "--logfile {log}: the folder {} does not exist",
+                d.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Cases spend their time waiting on the stack, not computing: without `--test-threads`,
@@ -90,6 +120,7 @@ fn run(mut args: Arguments) -> anyhow::Result<ExitCode> {
         config,
         available,
         require_all: std::env::var("GAUNTLET_REQUIRE").is_ok_and(|v| v == "all"),
+        embedded: matches!(target, Target::Embedded),
     };
     let cases = crate::suites::all(&plan);
     let shared: Arc<OnceLock<Live>> = Arc::new(OnceLock::new());

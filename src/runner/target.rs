@@ -85,10 +85,14 @@ pub fn external_key() -> Option<String> {
 
 /// Waits (bounded by HEALTH_TIMEOUT) for an attached or external router to answer its
 /// readiness endpoint, and returns its version. A dead router or one answering garbage is
-/// reported here once, instead of as every case failing the same way.
+/// reported here once, instead of as every case failing the same way. A router this run
+/// started has already passed its manifest's health check: it is asked once, for its version.
 pub async fn check_router(url: &str, target: &Target) -> Option<String> {
     let http = reqwest::Client::new();
-    let timeout = stack::health::health_timeout().unwrap_or(std::time::Duration::from_secs(60));
+    let timeout = match target {
+        Target::Embedded => std::time::Duration::ZERO,
+        _ => stack::health::health_timeout().unwrap_or(std::time::Duration::from_secs(60)),
+    };
     let probe_url = format!("{}/health/readiness", url.trim_end_matches('/'));
     let last = std::sync::Mutex::new(None::<serde_json::Value>);
     let check = || async {
@@ -120,6 +124,7 @@ pub async fn check_router(url: &str, target: &Target) -> Option<String> {
             let v = last.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
             v.get("litellm_version").and_then(|s| s.as_str()).map(str::to_owned)
         }
+        Err(_) if matches!(target, Target::Embedded) => None,
         Err(why) => {
             tracing::warn!("router {probe_url} ({}) is not ready: {why}", target.describe());
             eprintln!("gauntlet: warning: router readiness {probe_url}: {why}");

@@ -17,8 +17,8 @@
 
 mod exit_codes;
 mod gating;
-mod known_issues;
 mod listing;
+mod regressions;
 mod reports;
 mod scenarios;
 mod teardown;

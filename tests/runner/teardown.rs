@@ -92,12 +92,15 @@ fn after_a_run_that_starts_nothing() {
 
 /// A panic of the runner itself, from the outside: libtest-mimic opens `--logfile` only once
 /// the stack is up (`Printer::new` in `libtest_mimic::run`) and panics ("failed to create
-/// logfile") when its folder does not exist. The unwinding must still stop the stack.
+/// logfile") when it cannot create it — here, because the path is a folder (a missing
+/// folder is refused as a usage error before anything starts). The unwinding must still
+/// stop the stack.
 #[test]
 fn after_the_runner_panics() {
     let s = Scratch::new("teardown-panic");
     s.stack("sim-router.toml");
-    let logfile = s.path("no-such-folder/log.txt");
+    let logfile = s.path("a-folder");
+    std::fs::create_dir_all(&logfile).unwrap();
     let out = s
         .gauntlet()
         .args(&["--logfile", logfile.to_str().unwrap()])

@@ -1,6 +1,6 @@
-//! What the runner gets wrong today, each pinned by the test it would pass once fixed and
-//! `#[ignore]`d with what was seen (run them: `cargo test --test runner -- --ignored`). Each
-//! needs a change in src/, which these tests do not make; remove the `#[ignore]` with it.
+//! Runner bugs found by this binary and fixed since, each pinned by the test that failed
+//! before the fix: `--test-threads 0` used to start the stack and hang, and an embedded
+//! router with another health path used to be probed again for all of HEALTH_TIMEOUT.
 
 use std::time::Duration;
 
@@ -10,7 +10,6 @@ use crate::util::{PASSING, Scratch};
 /// forever for results no worker thread will send (zero workers, `receiver.iter().take(n)`).
 /// libtest itself refuses 0; gauntlet should too, as a usage error, before starting anything.
 #[test]
-#[ignore = "runner bug: --test-threads 0 starts the stack and hangs forever"]
 fn zero_test_threads_is_a_usage_error() {
     let s = Scratch::new("known-test-threads-0");
     s.stack("sim-router.toml");
@@ -29,7 +28,6 @@ fn zero_test_threads_is_a_usage_error() {
 /// attached or external router) and waits all of `HEALTH_TIMEOUT` for it when the router's
 /// health path is another: 60 s by default, then a warning, for cases that take 10 ms.
 #[test]
-#[ignore = "runner quirk: an embedded router with another health path costs HEALTH_TIMEOUT per run"]
 fn an_embedded_router_is_not_probed_again_for_health_timeout() {
     let s = Scratch::new("known-reprobe");
     s.stack("sim-router.toml");
