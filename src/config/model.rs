@@ -475,8 +475,9 @@ impl RouterConfig {
     }
 }
 
-/// Requests a minute the generic cases may send to the probe group, together.
-pub const PROBE_RPM: f64 = 200.0;
+/// Requests a minute the generic cases may send to the probe group, together: about 50
+/// (smoke ~10, caching ~6, ledger ~25, secrets ~6, conformance 3), doubled for margin.
+pub const PROBE_RPM: f64 = 100.0;
 
 /// A generous token count for one of gauntlet's requests, to turn `tpm` into requests.
 pub const TOKENS_PER_REQUEST: f64 = 60.0;

@@ -298,11 +298,9 @@ pub fn fault_error(fault: &Fault, prompt_tokens: u64) -> Option<(u16, Value, Opt
                 s if *s >= 500 => "Internal server error (simulated)",
                 _ => "Invalid request (simulated).",
             };
-            let retry = if *status == 429 {
-                Some(retry_after.unwrap_or(1))
-            } else {
-                *retry_after
-            };
+            // A router takes Retry-After as the cooldown of the deployment (before its own
+            // cooldown_time): it is sent only when the fault says so.
+            let retry = *retry_after;
             let body = error_body(error_kind(*status), message.as_deref().unwrap_or(default));
             (*status, body, retry)
         }

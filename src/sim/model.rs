@@ -42,7 +42,8 @@ impl Behaviour {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Fault {
-    /// An HTTP error with an OpenAI-shaped body (429 carries `Retry-After`).
+    /// An HTTP error with an OpenAI-shaped body, with `Retry-After` when `retry_after` is
+    /// set (the `429` shorthand sets 1).
     Error {
         status: u16,
         #[serde(default, skip_serializing_if = "Option::is_none")]

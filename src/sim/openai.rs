@@ -330,11 +330,9 @@ pub fn fault_error(fault: &Fault, prompt_tokens: u64) -> Option<(u16, Value, Opt
                     "Request refused (simulated).",
                 ),
             };
-            let retry = if *status == 429 {
-                Some(retry_after.unwrap_or(1))
-            } else {
-                *retry_after
-            };
+            // A router takes Retry-After as the cooldown of the deployment (before its own
+            // cooldown_time): it is sent only when the fault says so.
+            let retry = *retry_after;
             (
                 *status,
                 error_body(message.as_deref().unwrap_or(default), kind, None, Some(code)),

@@ -242,7 +242,8 @@ pub fn parse_shorthand(v: &str) -> Result<Fault, String> {
                 })?;
                 Fault::Error {
                     status,
-                    retry_after: None,
+                    // The shorthand's 429 is a provider's usual one: "retry after 1 s".
+                    retry_after: (status == 429).then_some(1),
                     message: None,
                 }
             }

@@ -21,14 +21,11 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
     if !plan.config.cache {
         return Vec::new();
     }
-    let probe: Vec<String> = plan.config.probe_group().into_iter().collect();
-    vec![
+    let cases = vec![
         Case::new("caching::identical_request_served_from_cache", identical).needs(&[Role::Simulator, Role::Redis]),
         Case::new("caching::different_request_goes_upstream", different).needs(&[Role::Simulator, Role::Redis]),
-    ]
-    .into_iter()
-    .map(|c| c.uses(&probe))
-    .collect()
+    ];
+    crate::suites::support::on_probe_group(plan, cases)
 }
 
 pub(crate) fn cached_body(c: &Ctx, prompt: &str) -> anyhow::Result<Value> {

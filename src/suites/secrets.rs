@@ -7,15 +7,12 @@ use crate::runner::registry::{Case, Plan};
 use crate::stack::role::Role;
 
 pub fn cases(plan: &Plan) -> Vec<Case> {
-    let probe: Vec<String> = plan.config.probe_group().into_iter().collect();
-    vec![
+    let cases = vec![
         Case::new("secrets::not_in_saved_service_logs", saved_logs).needs(&[Role::Simulator]),
         Case::new("secrets::not_in_simulator_journal", journal).needs(&[Role::Simulator]),
         Case::new("secrets::not_in_router_log_payloads", payloads).needs(&[Role::LedgerSink]),
-    ]
-    .into_iter()
-    .map(|c| c.uses(&probe))
-    .collect()
+    ];
+    crate::suites::support::on_probe_group(plan, cases)
 }
 
 /// The secrets this stack holds: the master key, and the provider-key prefix gauntlet uses.

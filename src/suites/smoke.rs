@@ -18,13 +18,6 @@ use crate::stack::role::Role;
 use crate::suites::support::SINGLE_RPM;
 
 pub fn cases(plan: &Plan) -> Vec<Case> {
-    let probe = plan.config.probe_group();
-    let no_probe = probe.is_none().then(|| {
-        "the router config has no chat group that accepts the generic cases' traffic (a named chat group \
-         without a low rpm/tpm)"
-            .to_owned()
-    });
-    let probe: Vec<String> = probe.into_iter().collect();
     let generic = vec![
         Case::new("smoke::health::liveness", liveness),
         Case::new("smoke::health::readiness", readiness),
@@ -54,10 +47,7 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
             ),
         Case::new("smoke::metadata::logged_by_router", metadata_logged).needs(&[Role::LedgerSink]),
     ];
-    let mut out: Vec<Case> = generic
-        .into_iter()
-        .map(|c| c.uses(&probe).ignore_if(no_probe.clone()))
-        .collect();
+    let mut out = crate::suites::support::on_probe_group(plan, generic);
     let cfg = &plan.config;
     for group in cfg.groups() {
         let g = group.clone();

@@ -3,6 +3,7 @@
 
 use crate::config::RouterConfig;
 use crate::runner::context::Ctx;
+use crate::runner::registry::Case;
 use crate::sim::{Fault, JournalEntry, JournalQuery};
 use crate::tag::Tag;
 
@@ -15,6 +16,21 @@ pub const SINGLE_RPM: f64 = 5.0;
 /// Waits longer than this (a 600 s timeout, a 2-minute cooldown) make a case opt-in: a
 /// pull-request check should not idle for them.
 pub const LONG_WAIT_S: f64 = 30.0;
+
+/// Cases that send their traffic to the probe group (`RouterConfig::probe_group`): claimed
+/// as its users, or ignored with the reason when the config has none.
+pub fn on_probe_group(plan: &crate::runner::registry::Plan, cases: Vec<Case>) -> Vec<Case> {
+    let probe: Vec<String> = plan.config.probe_group().into_iter().collect();
+    let none = probe.is_empty().then(|| {
+        "the router config has no named chat group that accepts the generic cases' traffic \
+         (every chat group is a wildcard or limits requests below what they send, by rpm/tpm)"
+            .to_owned()
+    });
+    cases
+        .into_iter()
+        .map(|c| c.uses(&probe).ignore_if(none.clone()))
+        .collect()
+}
 
 /// Simulator deployments behind a group (or behind the one deployment a fallback names).
 pub fn sims_of(cfg: &RouterConfig, group: &str) -> Vec<String> {

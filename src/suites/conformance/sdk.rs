@@ -14,13 +14,12 @@ use crate::stack::role::Role;
 const SCRIPT: &str = include_str!("openai_sdk.py");
 
 pub fn cases(plan: &Plan) -> Vec<Case> {
-    let probe: Vec<String> = plan.config.probe_group().into_iter().collect();
-    vec![
-        Case::new("conformance::openai_sdk::simulator", simulator).needs(&[Role::Simulator]),
-        Case::new("conformance::openai_sdk::through_router", through_router)
-            .needs(&[Role::Simulator])
-            .uses(&probe),
-    ]
+    let mut cases = vec![Case::new("conformance::openai_sdk::simulator", simulator).needs(&[Role::Simulator])];
+    cases.extend(crate::suites::support::on_probe_group(
+        plan,
+        vec![Case::new("conformance::openai_sdk::through_router", through_router).needs(&[Role::Simulator])],
+    ));
+    cases
 }
 
 /// The Python that has the `openai` package: the pinned LiteLLM's venv (LiteLLM depends on it).
