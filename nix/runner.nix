@@ -6,16 +6,26 @@
   root,
 }:
 let
-  # Cargo sources plus stack/: the runner include_str!s stack/gauntlet.toml, router.yaml,
-  # prices.toml and stack/litellm/requirements.lock at compile time. (A plain source filter
-  # rather than lib.fileset keeps evaluation working on older Nix too.)
-  stackDir = toString (root + "/stack");
+  # Cargo sources plus what the code and its tests read at build or test time: stack/ (the
+  # runner include_str!s stack/gauntlet.toml, router.yaml and litellm/requirements.lock),
+  # tests/fixtures/ (configs and stacks the tests mirror and run) and README.md (tests/cli.rs
+  # checks every command line it documents). (A plain source filter rather than lib.fileset
+  # keeps evaluation working on older Nix too.)
+  kept = map (d: toString (root + "/${d}")) [
+    "stack"
+    "tests/fixtures"
+  ];
+  readme = toString (root + "/README.md");
   src = lib.cleanSourceWith {
     src = root;
     name = "gauntlet-source";
     filter =
       path: type:
-      craneLib.filterCargoSources path type || path == stackDir || lib.hasPrefix (stackDir + "/") path;
+      craneLib.filterCargoSources path type
+      || path == readme
+      || lib.any (d: path == d || lib.hasPrefix (d + "/") path) kept
+      # cleanSourceWith descends only into the folders this keeps.
+      || (type == "directory" && lib.any (d: lib.hasPrefix (path + "/") d) kept);
   };
 
   commonArgs = {
