@@ -603,7 +603,12 @@ async fn cooldown(c: Ctx, group: String, through_second_router: bool) -> anyhow:
     // The victim must be a deployment the strategy actually sends traffic to: under
     // simple-shuffle the one with the largest share; under strategies that decide on live
     // state (latency, usage, load) the one that serves right now.
-    let (victim_dep, p_victim) = match c.config.expected_shares(&group) {
+    // The victim must be a deployment the strategy actually sends traffic to: under
+    // simple-shuffle the one with the largest share; under strategies that decide on live
+    // state (latency, usage, load) whichever serves — the fault follows the traffic until
+    // it has made the victim fail once.
+    let follow = c.config.expected_shares(&group).is_none();
+    let (mut victim_dep, p_victim) = match c.config.expected_shares(&group) {
         Some(shares) => {
             let (i, p) = shares
                 .iter()
@@ -614,35 +619,32 @@ async fn cooldown(c: Ctx, group: String, through_second_router: bool) -> anyhow:
             (deps[i], p)
         }
         None => {
-            let r = c.router.chat(&c.chat_body(&group, c.tag(), "who serves")).await?;
-            r.expect_status(200)?;
-            let id = r.router().model_id.unwrap_or_default();
-            let d = deps
-                .iter()
-                .find(|d| d.id == id)
-                .copied()
-                .ok_or_else(|| anyhow::anyhow!("{group} was served by {id:?}, not one of its deployments"))?;
-            (d, 0.5)
+            let knobs: Vec<_> = deps.iter().map(|d| d.knobs).collect();
+            (deps[crate::config::routing::first_level(&knobs)[0]], 0.5)
         }
     };
-    let victim = victim_dep
-        .sim
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("{group}'s deployment {} is not on the simulator", victim_dep.id))?;
-    let cooldown_s = victim_dep.cooldown_s;
-    let allowed = victim_dep.allowed_fails;
+    let sim_of = |d: &crate::config::Deployment| {
+        d.sim
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("{group}'s deployment {} is not on the simulator", d.id))
+    };
+    let mut victim = sim_of(victim_dep)?;
     let skips = skips_needed(p_victim);
     let tag = c.tag().to_owned();
     let sim = c.sim()?;
-    // A 429: without allowed_fails LiteLLM cools a deployment of a load-balanced group down
-    // at its first 429, while its error-rate rule for 5xx depends on traffic other cases sent
-    // this minute; with allowed_fails both count the same.
-    let fault = Fault::Error {
-        status: 429,
-        retry_after: None,
-        message: None,
-    };
-    let rule_id = sim.add_rule(&victim, &crate::sim::Rule::tagged(&tag, fault)).await?;
+    // A 429 without Retry-After (LiteLLM would take that as the cooldown): without
+    // allowed_fails LiteLLM cools a deployment of a load-balanced group down at its first
+    // 429, while its error-rate rule for 5xx depends on traffic other cases sent this minute;
+    // with allowed_fails both count the same.
+    let rule = crate::sim::Rule::tagged(
+        &tag,
+        Fault::Error {
+            status: 429,
+            retry_after: None,
+            message: None,
+        },
+    );
+    let mut rule_id = sim.add_rule(&victim, &rule).await?;
     // Fail the victim until, after its failures, `skips` requests in a row were served
     // without it. Before the cooldown a request may well fail (a retry can pick the failing
     // deployment again): that is the router's documented behaviour, not a finding.
@@ -659,9 +661,19 @@ async fn cooldown(c: Ctx, group: String, through_second_router: bool) -> anyhow:
             .filter(|e| e.deployment == victim && e.outcome.is_error())
             .map(|e| e.time_ms)
             .max();
-        let touched = ours
-            .iter()
-            .any(|e| e.prompt_excerpt.contains(&marker) && e.deployment == victim);
+        let this: Vec<&JournalEntry> = ours.iter().filter(|e| e.prompt_excerpt.contains(&marker)).collect();
+        if follow
+            && last_failure.is_none()
+            && let Some(served) = this.iter().find(|e| e.outcome.is_ok() && e.deployment != victim)
+            && let Some(d) = c.config.by_sim(&served.deployment)
+        {
+            sim.delete_rule(&victim, rule_id).await?;
+            victim_dep = d;
+            victim = sim_of(d)?;
+            rule_id = sim.add_rule(&victim, &rule).await?;
+            continue;
+        }
+        let touched = this.iter().any(|e| e.deployment == victim);
         if last_failure.is_none() || touched || r.status != 200 {
             in_a_row = 0;
             continue;
@@ -672,6 +684,8 @@ async fn cooldown(c: Ctx, group: String, through_second_router: bool) -> anyhow:
             break;
         }
     }
+    let cooldown_s = victim_dep.cooldown_s;
+    let allowed = victim_dep.allowed_fails;
     sim.delete_rule(&victim, rule_id).await?;
     let fails = calls(&c, &tag)
         .await?
