@@ -81,7 +81,7 @@ impl Locks {
         Ok(Self { dir: dir.to_owned() })
     }
 
-    fn file(&self, group: &str) -> std::io::Result<File> {
+    fn file(&self, group: &str, kind: &str) -> std::io::Result<File> {
         let safe: String = group
             .chars()
             .map(|c| {
@@ -97,10 +97,19 @@ impl Locks {
             .create(true)
             .truncate(false)
             .write(true)
-            .open(self.dir.join(format!("{safe}.lock")))
+            .open(self.dir.join(format!("{safe}.{kind}")))
     }
 
     /// Takes every lock of `claims` (blocking; call from a blocking thread), bounded.
+    ///
+    /// Writers are preferred: `flock` alone would let a stream of cases sending ordinary
+    /// traffic to a group keep a case that needs it exclusively waiting for ever (seen: ten
+    /// minutes on a config whose busiest group every chain ran through). So each group has a
+    /// gate beside its lock: a writer holds the gate exclusively while it waits for the lock,
+    /// and a reader passes through the gate (shared, released at once) before taking the lock
+    /// shared — readers arriving after a waiting writer queue behind it. Groups are taken in
+    /// name order and a gate is held only while taking its own group's lock, so every wait
+    /// points to a later group and none can go round in a circle.
     pub fn acquire(&self, claims: &Claims) -> anyhow::Result<Held> {
         let mut all: Vec<(&str, bool)> = claims
             .owns
@@ -117,13 +126,11 @@ impl Locks {
         all.sort();
         all.dedup_by(|a, b| a.0 == b.0);
         let start = Instant::now();
-        let mut files = Vec::new();
-        for (group, exclusive) in all {
-            let f = self.file(group)?;
+        let wait = |f: &File, exclusive: bool, group: &str| -> anyhow::Result<()> {
             loop {
                 let r = if exclusive { f.try_lock() } else { f.try_lock_shared() };
                 match r {
-                    Ok(()) => break,
+                    Ok(()) => return Ok(()),
                     Err(TryLockError::WouldBlock) if start.elapsed() < WAIT_BOUND => {
                         std::thread::sleep(Duration::from_millis(20));
                     }
@@ -134,7 +141,15 @@ impl Locks {
                     Err(TryLockError::Error(e)) => return Err(e.into()),
                 }
             }
-            files.push(f);
+        };
+        let mut files = Vec::new();
+        for (group, exclusive) in all {
+            let gate = self.file(group, "gate")?;
+            let lock = self.file(group, "lock")?;
+            wait(&gate, exclusive, group)?;
+            wait(&lock, exclusive, group)?;
+            gate.unlock()?;
+            files.push(lock);
         }
         Ok(Held { _files: files })
     }
@@ -195,6 +210,37 @@ mod tests {
         drop(_a2);
         let got = writer.join().unwrap().unwrap();
         assert!(got >= released);
+        // A reader arriving while a writer waits queues behind the writer.
+        let r1 = locks.acquire(&reader("b")).unwrap();
+        let (l3, l4) = (locks.clone(), locks.clone());
+        let w = std::thread::spawn(move || {
+            let held = l3
+                .acquire(&Claims {
+                    owns: vec!["b".into()],
+                    ..Claims::default()
+                })
+                .unwrap();
+            let at = Instant::now();
+            std::thread::sleep(Duration::from_millis(100));
+            drop(held);
+            at
+        });
+        let gate = locks.file("b", "gate").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while gate.try_lock_shared().is_ok() {
+            gate.unlock().unwrap();
+            assert!(Instant::now() < deadline, "the writer never queued");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let r2 = std::thread::spawn(move || l4.acquire(&reader("b")).map(|_| Instant::now()));
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(
+            !r2.is_finished() && !w.is_finished(),
+            "a late reader passed a waiting writer"
+        );
+        drop(r1);
+        let (wrote, read) = (w.join().unwrap(), r2.join().unwrap().unwrap());
+        assert!(read > wrote, "the late reader got in before the writer");
         // Breaking a group that cannot cool down shares it; one that can, owns it.
         let c = Claims {
             breaks: vec!["lone".into(), "pair".into()],

@@ -33,6 +33,10 @@ pub struct Endpoints {
     /// The router's master key. Only in memory and in the 0600 state file; never logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_key: Option<String>,
+    /// Other secrets the stack made (the fake provider key): every process attaching to the
+    /// stack registers them for redaction, as the one that made them did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
     /// The process that owns the stack (the runner, or `gauntlet up`).
     pub supervisor_pid: u32,
     /// Where service logs are written.

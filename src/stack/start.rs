@@ -71,6 +71,7 @@ impl Stack {
                 router: m.stack.router.clone(),
                 roles: m.roles().into_iter().filter(|(_, n)| wanted.contains(n)).collect(),
                 master_key: Some(master_key.clone()),
+                secrets: vec![provider_key.clone()],
                 supervisor_pid: std::process::id(),
                 locks: Some(private.join("locks")),
                 ..Default::default()

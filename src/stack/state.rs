@@ -44,6 +44,9 @@ pub fn attach(path: &Path) -> Result<Endpoints, RunError> {
             ep.supervisor_pid
         )));
     }
+    for s in &ep.secrets {
+        crate::redact::register(s);
+    }
     if let Some(k) = &ep.master_key {
         crate::redact::register(k);
     }
