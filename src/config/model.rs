@@ -407,7 +407,16 @@ impl RouterConfig {
         let deps = self.deployments_of(group);
         let knobs: Vec<Knobs> = deps.iter().map(|d| d.knobs).collect();
         let shares = routing::shuffle_shares(&knobs);
-        Some(deps.iter().zip(shares).map(|(d, s)| (d.id.clone(), s)).collect())
+        // Entries sharing an id (identical deployments) are one deployment to the router's
+        // headers: their shares add up.
+        let mut out: Vec<(String, f64)> = Vec::new();
+        for (d, s) in deps.iter().zip(shares) {
+            match out.iter_mut().find(|(id, _)| *id == d.id) {
+                Some((_, total)) => *total += s,
+                None => out.push((d.id.clone(), s)),
+            }
+        }
+        Some(out)
     }
 
     /// Whether LiteLLM can put deployments of `group` into cooldown: not when cooldowns are

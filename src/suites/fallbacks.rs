@@ -610,13 +610,13 @@ async fn cooldown(c: Ctx, group: String, through_second_router: bool) -> anyhow:
     let follow = c.config.expected_shares(&group).is_none();
     let (mut victim_dep, p_victim) = match c.config.expected_shares(&group) {
         Some(shares) => {
-            let (i, p) = shares
+            let (id, p) = shares
                 .iter()
-                .enumerate()
-                .map(|(i, (_, p))| (i, *p))
                 .max_by(|a, b| a.1.total_cmp(&b.1))
-                .unwrap_or((0, 0.5));
-            (deps[i], p)
+                .cloned()
+                .unwrap_or_else(|| (deps[0].id.clone(), 0.5));
+            let d = deps.iter().find(|d| d.id == id).copied().unwrap_or(deps[0]);
+            (d, p)
         }
         None => {
             let knobs: Vec<_> = deps.iter().map(|d| d.knobs).collect();
