@@ -15,7 +15,9 @@ base = os.environ["SDK_BASE_URL"]
 key = os.environ.get("SDK_API_KEY") or "sk-none"
 model = os.environ.get("SDK_MODEL", "sim-model")
 faults = os.environ.get("SDK_FAULTS") == "1"
-client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=20)
+# What is checked is what the SDK makes of each reply, not how fast it comes: the bound is
+# generous (a router busy with a whole run's cases answered a stream after more than 20 s).
+client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=60)
 results = {}
 
 
