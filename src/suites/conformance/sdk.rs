@@ -53,9 +53,9 @@ async fn run_sdk(
         .env("SDK_MODEL", model)
         .env("SDK_FAULTS", if faults { "1" } else { "0" })
         .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
         .await
-        .map_err(|_| anyhow::anyhow!("the OpenAI SDK check did not finish within 120s"))??;
+        .map_err(|_| anyhow::anyhow!("the OpenAI SDK check did not finish within 300s"))??;
     let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let v: Value = serde_json::from_str(stdout.trim()).map_err(|e| {
