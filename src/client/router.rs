@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
@@ -162,12 +163,12 @@ impl RouterClient {
         body["stream"] = Value::Bool(true);
         let url = format!("{}/v1/chat/completions", self.base);
         let rb = self.request(reqwest::Method::POST, "/v1/chat/completions").json(&body);
-        sse::read(rb, &url).await
+        read_stream(rb, &url).await
     }
 }
 
 /// Sends a request; a transport failure names the URL.
-pub(crate) async fn start(rb: reqwest::RequestBuilder, url: &str) -> anyhow::Result<reqwest::Response> {
+async fn start(rb: reqwest::RequestBuilder, url: &str) -> anyhow::Result<reqwest::Response> {
     rb.send()
         .await
         .map_err(|e| anyhow::anyhow!("{url}: request failed: {}", error_chain(&e)))
@@ -213,4 +214,52 @@ pub fn excerpt(text: &str) -> String {
     let t: String = text.chars().take(300).collect();
     let more = if text.chars().count() > 300 { "…" } else { "" };
     format!("{}{more}", crate::redact::redact(&t))
+}
+
+/// Reads a streamed reply event by event (`data: [DONE]` ends it).
+async fn read_stream(rb: reqwest::RequestBuilder, url: &str) -> anyhow::Result<StreamReply> {
+    let started = Instant::now();
+    let resp = start(rb, url).await?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let mut reply = StreamReply {
+        url: url.to_owned(),
+        status,
+        headers,
+        chunks: Vec::new(),
+        done: false,
+        ttft: None,
+        latency: started.elapsed(),
+        error_text: String::new(),
+    };
+    if status != 200 {
+        reply.error_text = resp.text().await.unwrap_or_default();
+        reply.latency = started.elapsed();
+        return Ok(reply);
+    }
+    let mut parser = sse::Parser::default();
+    let mut body = resp.bytes_stream();
+    while let Some(part) = body.next().await {
+        let bytes = part.map_err(|e| {
+            anyhow::anyhow!(
+                "{url}: stream broke after {} chunks: {}",
+                reply.chunks.len(),
+                error_chain(&e)
+            )
+        })?;
+        for data in parser.feed(&bytes) {
+            if data.trim() == "[DONE]" {
+                reply.done = true;
+                continue;
+            }
+            let v: Value = serde_json::from_str(&data)
+                .map_err(|e| anyhow::anyhow!("{url}: stream event is not JSON ({e}): {}", excerpt(&data)))?;
+            if reply.ttft.is_none() {
+                reply.ttft = Some(started.elapsed());
+            }
+            reply.chunks.push(v);
+        }
+    }
+    reply.latency = started.elapsed();
+    Ok(reply)
 }

@@ -18,12 +18,7 @@
 //! line is kept between reads (copied once), and a line's value is copied once, into its
 //! event's buffer, which becomes the payload `String` without another copy.
 
-use std::time::{Duration, Instant};
-
-use futures_util::StreamExt;
-use serde_json::Value;
-
-use super::{StreamReply, error_chain};
+use std::time::Duration;
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,53 +169,6 @@ impl Parser {
         }
         self.event_type.clear();
     }
-}
-
-pub async fn read(rb: reqwest::RequestBuilder, url: &str) -> anyhow::Result<StreamReply> {
-    let start = Instant::now();
-    let resp = super::router::start(rb, url).await?;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let mut reply = StreamReply {
-        url: url.to_owned(),
-        status,
-        headers,
-        chunks: Vec::new(),
-        done: false,
-        ttft: None,
-        latency: start.elapsed(),
-        error_text: String::new(),
-    };
-    if status != 200 {
-        reply.error_text = resp.text().await.unwrap_or_default();
-        reply.latency = start.elapsed();
-        return Ok(reply);
-    }
-    let mut parser = Parser::default();
-    let mut body = resp.bytes_stream();
-    while let Some(part) = body.next().await {
-        let bytes = part.map_err(|e| {
-            anyhow::anyhow!(
-                "{url}: stream broke after {} chunks: {}",
-                reply.chunks.len(),
-                error_chain(&e)
-            )
-        })?;
-        for data in parser.feed(&bytes) {
-            if data.trim() == "[DONE]" {
-                reply.done = true;
-                continue;
-            }
-            let v: Value = serde_json::from_str(&data)
-                .map_err(|e| anyhow::anyhow!("{url}: stream event is not JSON ({e}): {}", super::excerpt(&data)))?;
-            if reply.ttft.is_none() {
-                reply.ttft = Some(start.elapsed());
-            }
-            reply.chunks.push(v);
-        }
-    }
-    reply.latency = start.elapsed();
-    Ok(reply)
 }
 
 #[cfg(test)]

@@ -187,7 +187,7 @@ pub fn down(state: Option<PathBuf>) -> anyhow::Result<()> {
     // Whatever survived the supervisor (it was SIGKILLed, say) is stopped here.
     for e in ep.services.values() {
         if let Some(p) = e.pid.filter(|p| state::alive(*p)) {
-            stack::process::stop_group(p as i32);
+            stack::teardown::stop_group(p as i32);
         }
     }
     let _ = std::fs::remove_file(&path);

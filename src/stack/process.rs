@@ -7,9 +7,8 @@ use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use super::teardown::Teardown;
+use super::teardown::{Teardown, stop_group};
 
 /// A started service process.
 pub struct Proc {
@@ -18,9 +17,6 @@ pub struct Proc {
     pub log: PathBuf,
     teardown: Teardown,
 }
-
-/// How long a service gets to exit after SIGTERM before SIGKILL.
-const GRACE: Duration = Duration::from_secs(5);
 
 /// Starts `argv` with `env`, stdout and stderr appended to `log`.
 pub fn spawn(
@@ -65,45 +61,12 @@ impl Proc {
         self.child.try_wait().ok().flatten()
     }
 
-    /// SIGTERM to the group, SIGKILL after [`GRACE`], then reap.
+    /// SIGTERM to the group, SIGKILL after a grace period, then reap.
     pub fn stop(&mut self) {
         let pgid = self.child.id() as i32;
         stop_group(pgid);
         let _ = self.child.wait();
         self.teardown.stopped(pgid);
-    }
-}
-
-/// Terminates a process group, bounded by [`GRACE`].
-pub fn stop_group(pgid: i32) {
-    // SAFETY: plain syscalls on a pgid we created.
-    unsafe {
-        if libc::killpg(pgid, libc::SIGTERM) != 0 {
-            return; // already gone
-        }
-    }
-    let deadline = Instant::now() + GRACE;
-    while Instant::now() < deadline {
-        // Signal 0 probes whether any member of the group still exists.
-        if unsafe { libc::killpg(pgid, 0) } != 0 {
-            return;
-        }
-        reap_any();
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    unsafe {
-        libc::killpg(pgid, libc::SIGKILL);
-    }
-}
-
-/// Reaps exited children so a stopped group leader does not linger as a zombie (which
-/// `killpg(_, 0)` would still see).
-fn reap_any() {
-    loop {
-        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
-        if r <= 0 {
-            break;
-        }
     }
 }
 
@@ -130,6 +93,8 @@ pub fn which(program: &str) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
 
     #[test]

@@ -6,6 +6,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a service gets to exit after SIGTERM before SIGKILL.
+const GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Default)]
 pub struct Teardown(Arc<Mutex<Recorded>>);
@@ -47,10 +51,43 @@ impl Teardown {
     pub fn now(&self) {
         let (groups, dirs) = self.with(|r| (std::mem::take(&mut r.groups), std::mem::take(&mut r.dirs)));
         for (_, pgid) in groups.iter().rev() {
-            super::process::stop_group(*pgid);
+            stop_group(*pgid);
         }
         for d in dirs {
             let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Terminates a process group, bounded by [`GRACE`].
+pub fn stop_group(pgid: i32) {
+    // SAFETY: plain syscalls on a pgid we created.
+    unsafe {
+        if libc::killpg(pgid, libc::SIGTERM) != 0 {
+            return; // already gone
+        }
+    }
+    let deadline = Instant::now() + GRACE;
+    while Instant::now() < deadline {
+        // Signal 0 probes whether any member of the group still exists.
+        if unsafe { libc::killpg(pgid, 0) } != 0 {
+            return;
+        }
+        reap_any();
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    unsafe {
+        libc::killpg(pgid, libc::SIGKILL);
+    }
+}
+
+/// Reaps exited children so a stopped group leader does not linger as a zombie (which
+/// `killpg(_, 0)` would still see).
+fn reap_any() {
+    loop {
+        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        if r <= 0 {
+            break;
         }
     }
 }
