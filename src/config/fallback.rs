@@ -98,11 +98,6 @@ impl Walk {
         }
         out
     }
-
-    /// Every group tried, each once.
-    pub fn group_set(&self) -> BTreeSet<String> {
-        self.steps.iter().map(|s| s.group.clone()).collect()
-    }
 }
 
 /// What a group does when the router calls it during a walk.

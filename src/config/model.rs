@@ -288,17 +288,6 @@ impl RouterConfig {
         self.by_sim(sim).map(|d| d.group.as_str())
     }
 
-    /// Deployments LiteLLM tells apart (one id is one deployment to it).
-    pub fn distinct(&self) -> Vec<&Deployment> {
-        let mut out: Vec<&Deployment> = Vec::new();
-        for d in &self.deployments {
-            if !out.iter().any(|e| e.id == d.id) {
-                out.push(d);
-            }
-        }
-        out
-    }
-
     /// Simulator deployments the router points at (what the simulator must serve).
     pub fn sim_deployments(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();

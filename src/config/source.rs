@@ -7,7 +7,7 @@
 //! for. `include:` is resolved as LiteLLM's proxy does (`_process_includes`): paths relative to
 //! the main file, a top-level list extends the same key, anything else replaces it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -252,18 +252,6 @@ impl Document {
         }
     }
 
-    /// The node at `path`, if present.
-    pub fn get(&self, path: &[Seg]) -> Option<&Value> {
-        let mut v = &self.root;
-        for s in path {
-            v = match s {
-                Seg::Key(k) => v.get(k.as_str())?,
-                Seg::Index(i) => v.get(*i)?,
-            };
-        }
-        Some(v)
-    }
-
     /// Whether the config pulled in other files.
     pub fn has_includes(&self) -> bool {
         self.files.len() > 1
@@ -479,16 +467,6 @@ fn yaml11_non_string(s: &str) -> bool {
     (first.is_ascii_digit() || "+-.".contains(first))
         && s.chars()
             .all(|c| c.is_ascii_hexdigit() || "xXoObB_.:+-eEtTzZ ".contains(c))
-}
-
-/// Keys of a mapping that are not in `known` (a typo in a setting gauntlet reads is worth a
-/// warning, never an error: LiteLLM accepts many keys gauntlet does not model).
-pub fn unknown_keys<'a>(m: &'a serde_yaml::Mapping, known: &[&str]) -> Vec<&'a str> {
-    let known: HashSet<&str> = known.iter().copied().collect();
-    m.keys()
-        .filter_map(Value::as_str)
-        .filter(|k| !known.contains(k))
-        .collect()
 }
 
 #[cfg(test)]

@@ -31,10 +31,6 @@ pub struct Claims {
 }
 
 impl Claims {
-    pub fn is_empty(&self) -> bool {
-        self.uses.is_empty() && self.breaks.is_empty() && self.owns.is_empty()
-    }
-
     /// The groups held exclusively, given which groups can cool down.
     pub fn exclusive(&self, can_cool_down: impl Fn(&str) -> bool) -> Vec<String> {
         let mut out: Vec<String> = self.owns.clone();
