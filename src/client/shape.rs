@@ -78,6 +78,18 @@ pub fn error_body(v: &Value) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow::anyhow!("error.message is not a string: {msg}"))
 }
 
+/// The model ids of a `/v1/models` reply (`data[].id`).
+pub fn model_ids(v: &Value) -> anyhow::Result<Vec<String>> {
+    let data = v
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| anyhow::anyhow!("no data list in a /v1/models reply"))?;
+    Ok(data
+        .iter()
+        .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

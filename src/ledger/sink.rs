@@ -34,6 +34,22 @@ pub struct SinkHandle {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// `gauntlet sink`: a standalone sink until SIGINT or SIGTERM (the Docker backend runs it
+/// as a container).
+pub async fn serve_cli(listen: SocketAddr) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let sink = start(listen).await?;
+    println!("gauntlet sink listening on {}", sink.url());
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    sink.shutdown().await;
+    Ok(())
+}
+
 impl SinkHandle {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

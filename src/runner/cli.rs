@@ -40,6 +40,16 @@ enum Command {
         /// The stack's state file (default: target/gauntlet/stack.json, or $GAUNTLET_STACK).
         #[arg(long, env = "GAUNTLET_STACK")]
         state: Option<PathBuf>,
+        /// Also remove every container and network an earlier gauntlet run left in Docker
+        /// (runs whose process is gone; found by label).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Run the ledger sink (receives the router's logging callbacks) until SIGINT or SIGTERM.
+    Sink {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        listen: std::net::SocketAddr,
     },
     /// Mirror your own LiteLLM config: same models, chains, timeouts, retries and prices,
     /// every deployment pointed at the simulator. Writes gauntlet.toml, router.yaml and MIRROR.md.
@@ -52,6 +62,17 @@ enum Command {
     },
     /// Install the pinned LiteLLM into the cache now (otherwise done on first use).
     Provision,
+    /// Build the container images the Docker backend runs (`images build`), or list them.
+    Images(crate::stack::image::ImagesArgs),
+    /// Write the stack as a compose.yml (same images, health checks, start order) for
+    /// bringing it up by hand with Docker Compose.
+    Compose(crate::stack::compose::ComposeArgs),
+    /// One readiness check (HTTP GET ready on 2xx, or redis:// PING), bounded at 5 s: exit 0
+    /// when ready, 1 when not. A container health check in images with no shell or curl.
+    Probe {
+        /// http://host:port/path or redis://host:port.
+        url: String,
+    },
     /// Benchmarks (print numbers; never assert times).
     Bench {
         #[command(subcommand)]
@@ -109,12 +130,16 @@ pub fn main(args: Vec<String>) -> ExitCode {
             argv.extend(rest);
             return run_tests(argv, "gauntlet test");
         }
+        Command::Probe { url } => return probe(&url),
+        Command::Compose(a) => block_on(crate::stack::compose::compose_cli(a)),
         Command::Up(a) => super::up::up(a),
-        Command::Down { state } => super::up::down(state),
+        Command::Down { state, all } => super::up::down(state, all),
+        Command::Sink { listen } => block_on(crate::ledger::sink::serve_cli(listen)),
         Command::Mirror { config, out } => mirror(&config, &out),
         Command::Provision => crate::stack::litellm::resolve()
             .map(|bin| println!("{}", bin.display()))
             .map_err(Into::into),
+        Command::Images(a) => block_on(crate::stack::image::images_cli(a)),
         Command::Sim(a) => block_on(crate::sim::serve_cli(a)),
         Command::Bench { what: Bench::Sim(a) } => block_on(crate::sim::bench_cli(a)),
     };
@@ -123,6 +148,25 @@ pub fn main(args: Vec<String>) -> ExitCode {
         Err(e) => {
             eprintln!("gauntlet: error: {}", crate::redact::redact(&format!("{e:#}")));
             crate::error::exit_code_of(&e)
+        }
+    }
+}
+
+/// Exit 1, never gauntlet's other codes, when not ready: Docker reserves 2 in a health check.
+fn probe(url: &str) -> ExitCode {
+    let ready = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(crate::stack::health::probe_url(url)));
+    match ready {
+        Ok(what) => {
+            println!("{what}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("gauntlet probe: {why}");
+            ExitCode::from(1)
         }
     }
 }

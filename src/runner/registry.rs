@@ -103,6 +103,52 @@ impl Plan {
     pub fn offers(&self, role: Role) -> bool {
         self.available.contains(&role)
     }
+
+    /// `GAUNTLET_REQUIRE` names `gpu`: the GPU lane's cases fail where they cannot run.
+    /// Read from the environment rather than carried in the plan, whose fields every caller
+    /// (tests included) spells out; `run` refused a malformed value (exit 2) before this.
+    pub fn requires_gpu(&self) -> bool {
+        Require::from_env().is_ok_and(|r| r.gpu)
+    }
+}
+
+/// `GAUNTLET_REQUIRE`: a comma list of what must not be skipped. `all`: a case ignored for a
+/// service the target lacks fails instead. `gpu`: the GPU lane's cases fail where no GPU
+/// runs them. `all` does not imply `gpu`: CI sets `all` and has no GPU.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Require {
+    pub all: bool,
+    pub gpu: bool,
+}
+
+impl Require {
+    pub const WORDS: [&str; 2] = ["all", "gpu"];
+
+    /// `"all"`, `"gpu"`, `"all,gpu"` (spaces and empty items allowed); an unknown word is an
+    /// error naming it, so a typo cannot quietly skip what CI meant to require.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut r = Self::default();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "all" => r.all = true,
+                "gpu" => r.gpu = true,
+                other => {
+                    return Err(format!(
+                        "unknown word '{other}' (known: {}; a comma list like all,gpu)",
+                        Self::WORDS.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    pub fn from_env() -> Result<Self, crate::error::RunError> {
+        match std::env::var("GAUNTLET_REQUIRE") {
+            Ok(v) => Self::parse(&v).map_err(|e| crate::error::RunError::usage(format!("GAUNTLET_REQUIRE={v:?}: {e}"))),
+            Err(_) => Ok(Self::default()),
+        }
+    }
 }
 
 /// Applies the availability rule: a case whose services the target lacks is ignored with
@@ -140,4 +186,26 @@ pub fn gate(plan: &Plan, cases: Vec<Case>) -> Vec<Case> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Require;
+
+    #[test]
+    fn require_is_a_comma_list_and_all_does_not_imply_gpu() {
+        let r = |s: &str| Require::parse(s).unwrap();
+        assert_eq!(r(""), Require::default());
+        assert_eq!(r("all"), Require { all: true, gpu: false });
+        assert_eq!(r("gpu"), Require { all: false, gpu: true });
+        assert_eq!(r("all,gpu"), Require { all: true, gpu: true });
+        assert_eq!(r(" gpu , all ,"), Require { all: true, gpu: true });
+        for bad in ["yes", "all,gpus", "ALL", "all;gpu"] {
+            let e = Require::parse(bad).unwrap_err();
+            assert!(
+                e.contains("unknown word") && e.contains("known: all, gpu"),
+                "{bad}: {e}"
+            );
+        }
+    }
 }

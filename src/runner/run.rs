@@ -119,7 +119,7 @@ fn run(mut args: Arguments) -> anyhow::Result<ExitCode> {
         manifest,
         config,
         available,
-        require_all: std::env::var("GAUNTLET_REQUIRE").is_ok_and(|v| v == "all"),
+        require_all: super::registry::Require::from_env()?.all,
         embedded: matches!(target, Target::Embedded),
     };
     let cases = crate::suites::all(&plan);
@@ -194,7 +194,10 @@ fn run(mut args: Arguments) -> anyhow::Result<ExitCode> {
         gauntlet_version: env!("CARGO_PKG_VERSION"),
         started_at,
         wall_time_s: started.elapsed().as_secs_f64(),
-        target: target.describe(),
+        target: match (&target, endpoints.backend) {
+            (Target::Embedded, stack::BackendKind::Docker) => format!("{} (docker backend)", target.describe()),
+            _ => target.describe(),
+        },
         router_version: endpoints.router_version.clone(),
         stack_digest: stack_digest(&plan),
         boot: boot
@@ -339,6 +342,7 @@ fn bring_up(
                     host: String::new(),
                     port: 0,
                     pid: None,
+                    container: None,
                 },
             )]
             .into(),

@@ -37,7 +37,17 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
     }
     let (manifest, config, _prices) = super::run::load_config()?;
     let services = if a.services.is_empty() {
-        manifest.services.keys().cloned().collect()
+        // Every service, but a GPU service only where a GPU can be given: elsewhere the
+        // simulator stands in for it, as in a run.
+        let backend = stack::BackendKind::select(manifest.stack.backend)?;
+        let mut all = Vec::new();
+        for (name, spec) in &manifest.services {
+            match spec.gpu.as_deref().and_then(|g| stack::gpu::unavailable(backend, g)) {
+                Some(why) => eprintln!("gauntlet: leaving out '{name}': {why}"),
+                None => all.push(name.clone()),
+            }
+        }
+        all
     } else {
         a.services.clone()
     };
@@ -145,7 +155,7 @@ fn detach(a: &UpArgs, state_path: &Path) -> anyhow::Result<()> {
             return Err(RunError::stack(format!(
                 "the stack failed to start ({status}); its log {}:\n{}",
                 log_path.display(),
-                stack::process::tail(&log_path, 30)
+                stack::backend::tail(&log_path, 30)
             ))
             .into());
         }
@@ -164,7 +174,20 @@ fn detach(a: &UpArgs, state_path: &Path) -> anyhow::Result<()> {
     }
 }
 
-pub fn down(state: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn down(state: Option<PathBuf>, all: bool) -> anyhow::Result<()> {
+    down_state(state)?;
+    if all {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (containers, networks) = rt.block_on(async {
+            let docker = stack::engine::connect().await?;
+            anyhow::Ok(stack::backend::sweep(&docker, false).await)
+        })?;
+        println!("gauntlet: removed {containers} container(s) and {networks} network(s) left by earlier runs");
+    }
+    Ok(())
+}
+
+fn down_state(state: Option<PathBuf>) -> anyhow::Result<()> {
     let path = state.unwrap_or_else(|| state::default_path(&super::run::artifacts_base()));
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -189,6 +212,19 @@ pub fn down(state: Option<PathBuf>) -> anyhow::Result<()> {
         if let Some(p) = e.pid.filter(|p| state::alive(*p)) {
             stack::teardown::stop_group(p as i32);
         }
+    }
+    let containers: Vec<String> = ep.services.values().filter_map(|e| e.container.clone()).collect();
+    if !containers.is_empty() {
+        stack::engine::blocking(move |d| {
+            Box::pin(async move {
+                for id in containers {
+                    let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .build();
+                    let _ = d.remove_container(&id, Some(opts)).await;
+                }
+            })
+        });
     }
     let _ = std::fs::remove_file(&path);
     println!("gauntlet: stack stopped");

@@ -17,6 +17,9 @@ pub struct Endpoint {
     pub port: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// The container running it (Docker backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 /// What the suites need to reach a running stack. This is also the state file that
@@ -37,6 +40,9 @@ pub struct Endpoints {
     /// stack registers them for redaction, as the one that made them did.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Which backend runs the services.
+    #[serde(default)]
+    pub backend: super::backend::BackendKind,
     /// The process that owns the stack (the runner, or `gauntlet up`).
     pub supervisor_pid: u32,
     /// Where service logs are written.

@@ -20,6 +20,40 @@ pub async fn probe(health: &Health, host: &str, port: u16, http: &reqwest::Clien
     }
 }
 
+/// How long `gauntlet probe` may take in all: a healthcheck that hangs would only be killed at
+/// the engine's own timeout, and say nothing.
+pub const PROBE_BOUND: Duration = Duration::from_secs(5);
+
+/// `gauntlet probe URL`: one readiness check, for a container healthcheck in an image with no
+/// shell or curl (the gauntlet image is `FROM scratch`). `http(s)://` is a GET, ready on 2xx as
+/// in [`probe`]; `redis://host:port` a PING. Proxies in the environment are ignored: the
+/// target is the container itself.
+pub async fn probe_url(url: &str) -> Result<String, String> {
+    let check = async {
+        if let Some(rest) = url.strip_prefix("redis://") {
+            let hp = rest.trim_end_matches('/');
+            let (host, port) = hp
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+                .ok_or_else(|| format!("{url}: want redis://host:port"))?;
+            return redis_ping(host, port).await.map(|()| format!("{url}: PONG"));
+        }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(PROBE_BOUND)
+            .build()
+            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+        match http.get(url).send().await {
+            Ok(r) if r.status().is_success() => Ok(format!("GET {url}: {}", r.status())),
+            Ok(r) => Err(format!("GET {url} answered {}", r.status())),
+            Err(e) => Err(format!("GET {url}: {}", crate::client::error_chain(&e))),
+        }
+    };
+    tokio::time::timeout(PROBE_BOUND, check)
+        .await
+        .unwrap_or_else(|_| Err(format!("{url}: no answer within {}s", PROBE_BOUND.as_secs())))
+}
+
 async fn redis_ping(host: &str, port: u16) -> Result<(), String> {
     let io = async {
         let mut s = tokio::net::TcpStream::connect((host, port)).await?;
@@ -127,6 +161,48 @@ mod tests {
             let e = parse_timeout(Some(bad)).unwrap_err().to_string();
             assert!(e.contains("HEALTH_TIMEOUT"), "{e}");
         }
+    }
+
+    /// A one-shot server on loopback answering `reply` to whatever it is sent.
+    async fn answering(reply: &'static [u8]) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(reply).await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn probe_url_http_redis_and_refusals() {
+        let ok = answering(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+        let r = probe_url(&format!("http://127.0.0.1:{ok}/health")).await;
+        assert!(r.as_ref().is_ok_and(|m| m.contains("200")), "{r:?}");
+        let bad =
+            answering(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+        let r = probe_url(&format!("http://127.0.0.1:{bad}/health")).await;
+        assert!(r.as_ref().is_err_and(|m| m.contains("503")), "{r:?}");
+        let pong = answering(b"+PONG\r\n").await;
+        assert!(probe_url(&format!("redis://127.0.0.1:{pong}")).await.is_ok());
+        let closed = crate::stack::free_port().unwrap();
+        assert!(probe_url(&format!("http://127.0.0.1:{closed}/")).await.is_err());
+        assert!(
+            probe_url("redis://nohostport")
+                .await
+                .unwrap_err()
+                .contains("redis://host:port")
+        );
+        // Silence is bounded.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent = l.local_addr().unwrap().port();
+        let t = Instant::now();
+        assert!(probe_url(&format!("http://127.0.0.1:{silent}/")).await.is_err());
+        assert!(t.elapsed() < PROBE_BOUND + Duration::from_secs(2));
+        drop(l);
     }
 
     #[tokio::test]

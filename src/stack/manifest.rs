@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::image::{ImageSpec, Recipe};
 pub use super::role::Role;
-use crate::config::Document;
+use super::template::{self, Vars};
+use crate::config::{Document, RouterConfig};
 use crate::error::RunError;
 use crate::ledger::prices::LedgerSettings;
 
@@ -23,6 +25,22 @@ pub struct Manifest {
     /// The router config template, unrendered.
     pub router_config: RouterSource,
     pub ledger: LedgerSettings,
+    /// The GPU lane (`[gpu]`), when a service plays the vllm role.
+    pub gpu: Option<GpuSettings>,
+}
+
+/// What the GPU lane's vLLM serves and where the router sends traffic for it. Its values fill
+/// `${gpu.model}` and `${gpu.revision}` in commands and the router config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuSettings {
+    /// The Hugging Face model id vLLM serves, and lists under that name.
+    pub model: String,
+    /// The model repository's commit (40 hex digits): a branch or tag can move to other weights.
+    pub revision: String,
+    /// The router config's model group whose deployment points at the vLLM service. A config
+    /// without it (a mirrored team config) still gets the cases that talk to vLLM directly.
+    pub group: String,
 }
 
 /// The router config template: as read (includes resolved, every node's line known) and as
@@ -70,6 +88,8 @@ pub struct StackSection {
     pub router_config: String,
     /// No longer read: prices come from the router config (see [`Manifest::parse`]).
     pub prices: Option<String>,
+    /// Which backend runs the services (`GAUNTLET_BACKEND` overrides it).
+    pub backend: Option<super::backend::BackendKind>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,6 +107,27 @@ pub struct ServiceSpec {
     pub on_demand: bool,
     /// What the service is to the cases; inferred when absent (see [`Manifest::role_of`]).
     pub role: Option<Role>,
+    /// Docker backend: the image, pinned by digest (`name@sha256:…`) or a built-in recipe
+    /// (`gauntlet`, `redis`, `litellm`); inferred from the command when absent.
+    pub image: Option<String>,
+    /// Docker backend: resource limits.
+    pub limits: Option<Limits>,
+    /// Docker backend: GPUs for the service: `"all"`, a count, or `"cdi:<device>"`.
+    pub gpu: Option<String>,
+    /// A builtin simulator that answers for this (on-demand) service while it is not started:
+    /// its `${name.url}` is then the simulator's `/d/<name>` deployment, so a router config
+    /// naming it works on every machine (the GPU lane's vLLM, where there is no GPU).
+    pub stand_in: Option<String>,
+}
+
+/// A container's resource limits (the process backend does not limit).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub memory_mb: Option<u64>,
+    pub cpus: Option<f64>,
+    /// /dev/shm size (vLLM needs more than Docker's 64 MB default).
+    pub shm_mb: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -157,6 +198,7 @@ impl Manifest {
             services: BTreeMap<String, ServiceSpec>,
             #[serde(default)]
             ledger: LedgerSettings,
+            gpu: Option<GpuSettings>,
         }
         let file: File =
             toml::from_str(text).map_err(|e| RunError::usage(format!("{origin}: invalid manifest: {e}")))?;
@@ -174,6 +216,7 @@ impl Manifest {
             services: file.services,
             router_config,
             ledger: file.ledger,
+            gpu: file.gpu,
         };
         m.validate()?;
         Ok(m)
@@ -223,7 +266,93 @@ impl Manifest {
         }
         super::order::levels_of(self.services.iter().map(|(n, s)| (n.as_str(), s.depends_on.as_slice())))
             .map_err(|e| RunError::usage(format!("{}: {e}", self.origin)))?;
+        self.validate_gpu_lane()
+    }
+
+    /// `[gpu]` and the service playing vllm come together; stand-ins are builtin simulators
+    /// for on-demand services.
+    fn validate_gpu_lane(&self) -> Result<(), RunError> {
+        let bad = |msg: String| Err(RunError::usage(format!("{}: {msg}", self.origin)));
+        match (self.service_with(Role::Vllm), &self.gpu) {
+            (Some(name), None) => {
+                return bad(format!(
+                    "service '{name}' plays the vllm role but there is no [gpu] section; add one with \
+                     model, revision (the commit) and group (the router's model group routed to it)"
+                ));
+            }
+            (None, Some(_)) => {
+                return bad("[gpu] is set but no service plays the vllm role (role = \"vllm\")".into());
+            }
+            _ => {}
+        }
+        if let Some(g) = &self.gpu {
+            if g.model.trim().is_empty() || g.model.chars().any(char::is_whitespace) {
+                return bad(format!(
+                    "gpu.model {:?} is not a model id (e.g. \"Qwen/Qwen2.5-0.5B-Instruct\")",
+                    g.model
+                ));
+            }
+            let commit = g.revision.len() == 40
+                && g.revision
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !commit {
+                return bad(format!(
+                    "gpu.revision {:?}: pin the model repository's commit (40 lowercase hex digits), \
+                     not a branch or tag, which can move to other weights",
+                    g.revision
+                ));
+            }
+            if g.group.trim().is_empty() {
+                return bad("gpu.group is empty: name the router config's model group routed to vLLM".into());
+            }
+        }
+        for (name, s) in &self.services {
+            let Some(by) = &s.stand_in else { continue };
+            let is_sim = self.services.get(by).is_some_and(|b| b.builtin == Some(Builtin::Sim));
+            if !is_sim || by.contains('/') {
+                return bad(format!(
+                    "service '{name}': stand_in = {by:?} must name a builtin simulator service \
+                     (builtin = \"sim\"), which serves it as its deployment /d/{name}"
+                ));
+            }
+            if !s.on_demand {
+                return bad(format!(
+                    "service '{name}' has a stand_in but is not on_demand: it always starts, so the \
+                     stand-in would never answer for it"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Placeholders the manifest itself fills for a stack of the `started` services:
+    /// `${gpu.model}`, `${gpu.revision}`, and the address of each service not started that
+    /// has a stand-in (the stand-in's, see [`template::stand_in`]).
+    pub fn fill_vars(&self, started: &[String], vars: &mut Vars) {
+        if let Some(g) = &self.gpu {
+            vars.insert("gpu.model".into(), g.model.clone());
+            vars.insert("gpu.revision".into(), g.revision.clone());
+        }
+        for (name, s) in &self.services {
+            if let Some(by) = &s.stand_in
+                && !started.contains(name)
+            {
+                template::stand_in(vars, name, by, &format!("/d/{name}"));
+            }
+        }
+    }
+
+    /// The deployments the stack's simulator serves: those the router config points at, and
+    /// one per service it stands in for, named after it (idle while that service runs).
+    pub fn sim_deployments(&self, cfg: &RouterConfig) -> Vec<String> {
+        let mut out = cfg.sim_deployments();
+        for (name, s) in &self.services {
+            if s.stand_in.is_some() && !out.contains(name) {
+                out.push(name.clone());
+            }
+        }
+        out
     }
 
     /// The role a service plays: its explicit `role`, else what it is — `stack.router`, a
@@ -277,6 +406,28 @@ impl Manifest {
         out
     }
 
+    /// The image a service runs on the Docker backend: its own `image`, else the recipe its
+    /// command implies (a builtin: the gauntlet image; `redis-server`; `${litellm}`).
+    pub fn image_of(&self, name: &str) -> Result<ImageSpec, RunError> {
+        let spec = &self.services[name];
+        let origin = format!("{}: services.{name}.image", self.origin);
+        if let Some(text) = &spec.image {
+            return ImageSpec::parse(&origin, text);
+        }
+        if spec.builtin.is_some() {
+            return Ok(ImageSpec::Recipe(Recipe::Gauntlet));
+        }
+        match spec.command.first().map(String::as_str) {
+            Some("redis-server") => Ok(ImageSpec::Recipe(Recipe::Redis)),
+            Some("${litellm}") => Ok(ImageSpec::Recipe(Recipe::Litellm)),
+            _ => Err(RunError::usage(format!(
+                "{origin}: service '{name}' has no image, and none follows from its command; add \
+                 image = \"<name>@sha256:<digest>\" (pulled if missing) or one of the built-in recipes \
+                 (gauntlet, redis, litellm)"
+            ))),
+        }
+    }
+
     /// Services started by default (everything not `on_demand`).
     pub fn default_services(&self) -> Vec<String> {
         self.services
@@ -302,8 +453,72 @@ mod tests {
         assert_eq!(roles[&Role::Simulator], "sim");
         assert_eq!(roles[&Role::SecondRouter], "router_b");
         assert_eq!(roles[&Role::Redis], "redis");
-        assert_eq!(roles.len(), 5);
+        assert_eq!(roles[&Role::Vllm], "vllm");
+        assert_eq!(roles.len(), 6);
+        // The GPU lane starts only on demand, with nothing else.
+        assert!(!m.default_services().contains(&"vllm".to_owned()));
+        assert_eq!(m.closure(&["vllm".into()]), ["vllm"]);
+        let vllm = &m.services["vllm"];
+        assert_eq!(vllm.stand_in.as_deref(), Some("sim"));
+        assert!(vllm.gpu.is_some() && vllm.limits.as_ref().and_then(|l| l.shm_mb).is_some());
+        assert!(
+            vllm.image
+                .as_deref()
+                .is_some_and(|i| i.starts_with("vllm/vllm-openai:") && i.contains("@sha256:"))
+        );
+        let image = super::super::image::ImageSpec::parse("t", vllm.image.as_deref().unwrap()).unwrap();
+        assert!(matches!(image, super::super::image::ImageSpec::Pinned(_)), "{image:?}");
+        let gpu = m.gpu.as_ref().unwrap();
+        assert!(gpu.revision.len() == 40 && !gpu.model.is_empty());
     }
+
+    /// The router config of the default stack routes its GPU group to `${vllm.url}`: without
+    /// vllm started, the simulator's `/d/vllm` deployment answers for it, and the simulator
+    /// serves that deployment.
+    #[test]
+    fn a_vllm_not_started_is_stood_in_for_by_the_simulator() {
+        let m = Manifest::builtin().unwrap();
+        let cfg = RouterConfig::from_document(&m.router_config.doc).unwrap();
+        let gpu = m.gpu.as_ref().unwrap();
+        assert!(cfg.groups().contains(&gpu.group), "{:?}", cfg.groups());
+        let mut vars: Vars = [
+            ("sim.url", "http://127.0.0.1:7001"),
+            ("sim.host", "127.0.0.1"),
+            ("sim.port", "7001"),
+            ("redis.host", "127.0.0.1"),
+            ("redis.port", "7002"),
+            ("master_key", "sk-m"),
+            ("provider_key", "sk-p"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let default = m.closure(&m.default_services());
+        m.fill_vars(&default, &mut vars);
+        let rendered = template::render("router.yaml", &m.router_config.text, &vars).unwrap();
+        assert!(
+            rendered.contains("api_base: \"http://127.0.0.1:7001/d/vllm/v1\""),
+            "{rendered}"
+        );
+        assert!(rendered.contains(&format!("hosted_vllm/{}", gpu.model)), "{rendered}");
+        assert!(m.sim_deployments(&cfg).contains(&"vllm".to_owned()));
+        assert_eq!(m.sim_deployments(&cfg).len(), cfg.sim_deployments().len() + 1);
+        // With vllm started, its own address is used, never the stand-in's.
+        let mut with: Vars = vars.clone();
+        with.retain(|k, _| !k.ends_with(".*"));
+        let mut all = default.clone();
+        all.push("vllm".into());
+        m.fill_vars(&all, &mut with);
+        let err = template::render("router.yaml", &m.router_config.text, &with)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown placeholder ${vllm.url}"), "{err}");
+        with.insert("vllm.url".into(), "http://vllm:8000".into());
+        let rendered = template::render("router.yaml", &m.router_config.text, &with).unwrap();
+        assert!(rendered.contains("api_base: \"http://vllm:8000/v1\""), "{rendered}");
+    }
+
+    const REV: &str = "7ae557604adf67be50417f59c2c2f167def9a775";
 
     fn parse(text: &str) -> Result<Manifest, RunError> {
         Manifest::parse("test.toml", text, |_| {
@@ -317,6 +532,14 @@ mod tests {
     #[test]
     fn broken_manifests_name_the_problem() {
         let head = "[stack]\nrouter = \"a\"\nrouter_config = \"r\"\n";
+        // A valid stack with a simulator, and the pieces of a GPU lane.
+        let a = format!(
+            "{head}[services.a]\ncommand=[\"x\"]\nhealth={{redis=true}}\n[services.s]\nbuiltin=\"sim\"\nhealth={{http=\"/h\"}}\n"
+        );
+        let vllm =
+            "[services.v]\ncommand=[\"x\"]\nhealth={http=\"/h\"}\nrole=\"vllm\"\non_demand=true\nstand_in=\"s\"\n";
+        let gpu = format!("[gpu]\nmodel=\"Qwen/Q\"\nrevision=\"{REV}\"\ngroup=\"g\"\n");
+        assert!(parse(&format!("{a}{vllm}{gpu}")).is_ok());
         let cases = [
             (
                 format!("{head}[services.b]\ncommand=[\"x\"]\nhealth={{redis=true}}"),
@@ -346,6 +569,27 @@ mod tests {
             (
                 format!("{head}prices = \"p.toml\"\n[services.a]\ncommand=[\"x\"]\nhealth={{redis=true}}"),
                 "prices now come from the router config",
+            ),
+            (
+                format!("{a}[services.v]\ncommand=[\"x\"]\nhealth={{http=\"/h\"}}\nrole=\"vllm\""),
+                "no [gpu] section",
+            ),
+            (format!("{a}{gpu}"), "no service plays the vllm role"),
+            (
+                format!("{a}{vllm}{}", gpu.replace(REV, "main")),
+                "pin the model repository's commit",
+            ),
+            (
+                format!("{a}{vllm}{}", gpu.replace("\"Qwen/Q\"", "\"\"")),
+                "is not a model id",
+            ),
+            (
+                format!("{a}{}{gpu}", vllm.replace("stand_in=\"s\"", "stand_in=\"a\"")),
+                "must name a builtin simulator",
+            ),
+            (
+                format!("{a}{}{gpu}", vllm.replace("on_demand=true", "on_demand=false")),
+                "is not on_demand",
             ),
         ];
         for (text, want) in cases {

@@ -21,15 +21,19 @@ pub enum Role {
     LedgerSink,
     /// The router's Redis (cache, cooldowns).
     Redis,
+    /// A vLLM server on an NVIDIA GPU (the GPU lane): the real model server the simulator
+    /// stands in for everywhere else.
+    Vllm,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Self::Router,
         Self::SecondRouter,
         Self::Simulator,
         Self::LedgerSink,
         Self::Redis,
+        Self::Vllm,
     ];
 }
 
@@ -41,6 +45,7 @@ impl fmt::Display for Role {
             Self::Simulator => "simulator",
             Self::LedgerSink => "ledger-sink",
             Self::Redis => "redis",
+            Self::Vllm => "vllm",
         })
     }
 }

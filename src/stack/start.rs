@@ -3,15 +3,15 @@
 //! [`Stack::stop`], or by `Drop` on an early return or panic.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::endpoints::{Endpoint, Endpoints};
-use super::manifest::{Builtin, Manifest};
+use super::backend::{Backend, BackendKind, Chaos, Launch, Launched, tail};
+use super::endpoints::Endpoints;
+use super::manifest::Manifest;
 use super::teardown::Teardown;
 use super::template::Vars;
-use super::{health, litellm, order, process, template};
+use super::{health, order, template};
 use crate::config::RouterConfig;
 use crate::error::RunError;
 
@@ -35,9 +35,7 @@ fn hint(why: &health::WaitError) -> &'static str {
 /// A running stack started by this process.
 pub struct Stack {
     pub endpoints: Endpoints,
-    procs: Vec<process::Proc>,
-    sim: Option<crate::sim::SimHandle>,
-    sink: Option<crate::ledger::sink::SinkHandle>,
+    backend: Backend,
     /// Rendered config and raw logs: private (0700), may hold secrets, removed at stop.
     private: PathBuf,
     teardown: Teardown,
@@ -59,9 +57,25 @@ pub struct StartOptions<'a> {
 impl Stack {
     pub async fn start(opts: StartOptions<'_>) -> anyhow::Result<Self> {
         let m = opts.manifest;
+        let kind = BackendKind::select(m.stack.backend)?;
         let wanted = m.closure(&opts.services);
         let private = private_dir()?;
         opts.teardown.made_dir(&private);
+        let files = private.join("files");
+        let made =
+            std::fs::create_dir(&files).map_err(|e| RunError::stack(format!("cannot create {}: {e}", files.display())));
+        let backend = match made {
+            Ok(()) => Backend::open(kind, &files, &opts.teardown).await,
+            Err(e) => Err(e),
+        };
+        let backend = match backend {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&private);
+                opts.teardown.removed_dir(&private);
+                return Err(e.into());
+            }
+        };
         let master_key = format!("sk-gauntlet-{}", crate::random::random_hex(16));
         let provider_key = format!("sk-provider-{}", crate::random::random_hex(16));
         crate::redact::register(&master_key);
@@ -74,11 +88,10 @@ impl Stack {
                 secrets: vec![provider_key.clone()],
                 supervisor_pid: std::process::id(),
                 locks: Some(private.join("locks")),
+                backend: kind,
                 ..Default::default()
             },
-            procs: Vec::new(),
-            sim: None,
-            sink: None,
+            backend,
             private,
             teardown: opts.teardown.clone(),
             boot: Vec::new(),
@@ -86,16 +99,23 @@ impl Stack {
         let mut vars: Vars = BTreeMap::new();
         vars.insert("master_key".into(), master_key);
         vars.insert("provider_key".into(), provider_key);
-        let specs = wanted.iter().map(|n| (n.as_str(), m.services[n].depends_on.as_slice()));
-        let levels = order::levels_of(specs).map_err(|e| RunError::usage(e.to_string()))?;
-        for level in levels {
-            if let Err(e) = stack
-                .start_level(m, opts.router_config, &level, &mut vars, opts.health_timeout)
-                .await
-            {
-                stack.stop().await;
-                return Err(e);
+        vars.insert("bind".into(), stack.backend.bind().into());
+        m.fill_vars(&wanted, &mut vars);
+        let result = async {
+            let specs = wanted.iter().map(|n| (n.as_str(), m.services[n].depends_on.as_slice()));
+            let levels = order::levels_of(specs).map_err(|e| RunError::usage(e.to_string()))?;
+            stack.backend.prepare(m, &wanted).await?;
+            for level in levels {
+                stack
+                    .start_level(m, opts.router_config, &level, &mut vars, opts.health_timeout)
+                    .await?;
             }
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            stack.stop().await;
+            return Err(e);
         }
         Ok(stack)
     }
@@ -108,37 +128,26 @@ impl Stack {
         vars: &mut Vars,
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        // Builtins first: they bind their own ports, which later services' templates need.
+        let mut started: Vec<(String, Instant)> = Vec::new();
+        // Builtins first: other services' templates of this level may not name them (they
+        // would depend on them), but their addresses are known before any command starts.
         for name in level {
             let spec = &m.services[name];
             if let Some(kind) = spec.builtin {
-                let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-                let url = match kind {
-                    Builtin::Sim => {
-                        let config = crate::sim::SimConfig::for_deployments(&cfg.sim_deployments());
-                        let h = crate::sim::start(config, any).await?;
-                        let url = h.url();
-                        self.sim = Some(h);
-                        url
-                    }
-                    Builtin::LedgerSink => {
-                        let h = crate::ledger::sink::start(any).await?;
-                        let url = h.url();
-                        self.sink = Some(h);
-                        url
-                    }
-                };
-                self.add_endpoint(name, &url, None, vars);
+                let sim = crate::sim::SimConfig::for_deployments(&m.sim_deployments(cfg));
+                let log = self.private.join(format!("{name}.log"));
+                let t0 = Instant::now();
+                let l = self.backend.builtin(name, spec, kind, &sim, &log).await?;
+                self.add_endpoint(name, l, vars);
+                started.push((name.clone(), t0));
             }
         }
-        let mut started: Vec<(String, Instant)> = Vec::new();
         for name in level {
             let spec = &m.services[name];
             if spec.builtin.is_some() {
-                started.push((name.clone(), Instant::now()));
                 continue;
             }
-            let port = free_port()?;
+            let port = self.backend.port()?;
             let mut own = vars.clone();
             own.insert("port".into(), port.to_string());
             if spec
@@ -150,8 +159,7 @@ impl Stack {
                 own.insert("router_config".into(), self.render_router_config(m, vars)?);
             }
             if spec.command.iter().any(|a| a.contains("${litellm}")) {
-                let bin = tokio::task::spawn_blocking(litellm::resolve).await??;
-                own.insert("litellm".into(), bin.display().to_string());
+                own.insert("litellm".into(), self.backend.litellm().await?);
             }
             let origin = format!("{}: services.{name}", m.origin);
             let argv = spec
@@ -164,29 +172,34 @@ impl Stack {
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), template::render(&origin, v, &own)?)))
                 .collect::<Result<Vec<_>, RunError>>()?;
-            if process::which(&argv[0]).is_none() {
-                return Err(RunError::stack(missing_program(name, &argv[0])).into());
-            }
             let log = self.private.join(format!("{name}.log"));
-            let proc = process::spawn(name, &argv, &env, &log, &self.teardown)
-                .map_err(|e| RunError::stack(format!("service '{name}': cannot start {}: {e}", argv[0])))?;
-            let scheme = if spec.health.redis { "redis" } else { "http" };
-            let url = format!("{scheme}://127.0.0.1:{port}");
-            self.endpoints.logs.insert(name.clone(), log);
-            self.add_endpoint(name, &url, Some(proc.child.id()), vars);
-            self.procs.push(proc);
-            started.push((name.clone(), Instant::now()));
+            let launch = Launch {
+                service: name.clone(),
+                spec,
+                argv,
+                env,
+                port,
+                scheme: if spec.health.redis { "redis" } else { "http" },
+            };
+            let t0 = Instant::now();
+            let l = self.backend.launch(launch, &log).await?;
+            self.add_endpoint(name, l, vars);
+            started.push((name.clone(), t0));
         }
         let http = reqwest::Client::new();
         let waits = started.iter().map(|(name, t0)| {
             let spec = &m.services[name];
             let ep = self.endpoints.services[name].clone();
             let http = http.clone();
-            let procs = &self.procs;
+            let backend = &self.backend;
             let log = self.endpoints.logs.get(name).cloned();
             async move {
                 let check = || health::probe(&spec.health, &ep.host, ep.port, &http);
-                let dead = || exited(procs, name);
+                let dead = || {
+                    backend
+                        .exited(name)
+                        .map(|how| format!("exited during start-up ({how})"))
+                };
                 let r = health::wait_until(timeout, check, dead).await;
                 (name.clone(), t0.elapsed(), r, log)
             }
@@ -200,10 +213,14 @@ impl Stack {
                     self.boot.push((name, took));
                 }
                 Err(why) if first_err.is_none() => {
+                    // A container's last output may still be on its way into the log.
+                    if matches!(why, health::WaitError::Dead(_)) {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
                     first_err = Some(Unhealthy {
                         service: name,
                         why,
-                        log_tail: log.map(|l| process::tail(&l, 25)).unwrap_or_default(),
+                        log_tail: log.map(|l| tail(&l, 25)).unwrap_or_default(),
                     });
                 }
                 Err(_) => {}
@@ -215,30 +232,52 @@ impl Stack {
         }
     }
 
-    fn add_endpoint(&mut self, name: &str, url: &str, pid: Option<u32>, vars: &mut Vars) {
-        let (host, port) = host_port(url);
-        vars.insert(format!("{name}.url"), url.to_owned());
-        vars.insert(format!("{name}.host"), host.clone());
+    fn add_endpoint(&mut self, name: &str, l: Launched, vars: &mut Vars) {
+        let (host, port) = super::backend::host_port(&l.internal_url);
+        vars.insert(format!("{name}.url"), l.internal_url.clone());
+        vars.insert(format!("{name}.host"), host);
         vars.insert(format!("{name}.port"), port.to_string());
-        self.endpoints.services.insert(
-            name.to_owned(),
-            Endpoint {
-                url: url.to_owned(),
-                host,
-                port,
-                pid,
-            },
-        );
+        if let Some(log) = l.log {
+            self.endpoints.logs.insert(name.to_owned(), log);
+        }
+        self.endpoints.services.insert(name.to_owned(), l.endpoint);
     }
 
     fn render_router_config(&mut self, m: &Manifest, vars: &Vars) -> anyhow::Result<String> {
-        let path = self.private.join("router.yaml");
+        let path = self.private.join("files").join("router.yaml");
         if !path.exists() {
             let text = template::render(m.router_config.name(), &m.router_config.text, vars)?;
             write_private(&path, &text)?;
             self.endpoints.rendered_config = Some(path.clone());
         }
-        Ok(path.display().to_string())
+        Ok(self.backend.file(&path))
+    }
+
+    /// Does `what` to a running service (the chaos suite's primitives); a service that comes
+    /// back on a new address has its endpoint updated.
+    pub async fn chaos(&mut self, service: &str, what: Chaos) -> Result<(), RunError> {
+        if !self.endpoints.has(service) {
+            return Err(RunError::usage(format!(
+                "chaos {what}: no service '{service}' in this stack"
+            )));
+        }
+        let log = self.private.join(format!("{service}.log"));
+        if let Some(moved) = self.backend.chaos(service, what, &log).await? {
+            let ep = self.endpoints.services.get_mut(service).expect("checked above");
+            if moved.port != 0 {
+                ep.url = moved.url;
+                ep.host = moved.host;
+                ep.port = moved.port;
+            }
+            ep.pid = moved.pid.or(ep.pid.filter(|_| moved.container.is_none()));
+            ep.container = moved.container.or(ep.container.take());
+        }
+        Ok(())
+    }
+
+    /// Why a service is not running, if it is not.
+    pub fn exited(&self, service: &str) -> Option<String> {
+        self.backend.exited(service)
     }
 
     /// Copies every service log (redacted) and the rendered router config (redacted) into
@@ -249,16 +288,7 @@ impl Stack {
 
     /// Stops everything, last started first. Safe to call twice.
     pub async fn stop(&mut self) {
-        for p in self.procs.iter_mut().rev() {
-            p.stop();
-        }
-        self.procs.clear();
-        if let Some(s) = self.sim.take() {
-            s.shutdown().await;
-        }
-        if let Some(s) = self.sink.take() {
-            s.shutdown().await;
-        }
+        self.backend.stop().await;
         let _ = std::fs::remove_dir_all(&self.private);
         self.teardown.removed_dir(&self.private);
     }
@@ -267,9 +297,7 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         // Teardown normally happens in `stop`; this catches early returns and panics.
-        for p in self.procs.iter_mut().rev() {
-            p.stop();
-        }
+        self.backend.stop_now();
         let _ = std::fs::remove_dir_all(&self.private);
         self.teardown.removed_dir(&self.private);
     }
@@ -297,39 +325,6 @@ pub fn save_logs(endpoints: &Endpoints, dir: &Path) -> Vec<PathBuf> {
         copy(rendered, logs.join("router.rendered.yaml"));
     }
     written
-}
-
-fn exited(procs: &[process::Proc], name: &str) -> Option<String> {
-    let p = procs.iter().find(|p| p.name == name)?;
-    // waitid with WNOWAIT peeks without reaping, so `Proc::stop` can still wait on it; the
-    // health wait holds only shared borrows of the procs.
-    // SAFETY: plain syscall on our own child; siginfo is zeroed and only read after success.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let r = libc::waitid(
-            libc::P_PID,
-            p.child.id(),
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        );
-        (r == 0 && info.si_pid() != 0).then(|| format!("exited during start-up (exit status {})", info.si_status()))
-    }
-}
-
-fn missing_program(service: &str, program: &str) -> String {
-    let how = match program {
-        "redis-server" => {
-            "install it (Debian/Ubuntu: apt-get install -y redis-server; macOS: brew install redis) or use `nix develop`"
-        }
-        _ => "install it or fix the command in the stack manifest",
-    };
-    format!("service '{service}' needs '{program}', which is not on PATH: {how}")
-}
-
-fn host_port(url: &str) -> (String, u16) {
-    let hp = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or("");
-    let (h, p) = hp.rsplit_once(':').unwrap_or((hp, "80"));
-    (h.to_owned(), p.parse().unwrap_or(80))
 }
 
 /// A free loopback port. The small race between releasing it and the service binding it is

@@ -1,6 +1,6 @@
 //! [`Teardown`]: what must go when a run stops, however it stops — the process groups it
 //! started and the private folders it made. The stack records into it as it starts things;
-//! the signal handler, which cannot wait for the stack's owner (trial threads may be blocked
+//! the Docker runs (by label), the signal handler, which cannot wait for the stack's owner (trial threads may be blocked
 //! in requests), kills from it directly. One value shared by both, created by the run before
 //! anything starts, so an interrupt during start-up finds what was started so far.
 
@@ -19,6 +19,8 @@ struct Recorded {
     /// (service, pgid) of every group started and not yet stopped.
     groups: Vec<(String, i32)>,
     dirs: Vec<PathBuf>,
+    /// Docker runs (labels) whose containers and network may still exist.
+    docker_runs: Vec<String>,
 }
 
 impl Teardown {
@@ -42,6 +44,14 @@ impl Teardown {
         self.with(|r| r.dirs.retain(|d| d != dir));
     }
 
+    pub fn docker_run(&self, run: &str) {
+        self.with(|r| r.docker_runs.push(run.to_owned()));
+    }
+
+    pub fn docker_done(&self, run: &str) {
+        self.with(|r| r.docker_runs.retain(|x| x != run));
+    }
+
     /// Services still running (for diagnostics and tests).
     pub fn running(&self) -> Vec<String> {
         self.with(|r| r.groups.iter().map(|(n, _)| n.clone()).collect())
@@ -49,9 +59,18 @@ impl Teardown {
 
     /// Kills every group still recorded, last started first, and removes the folders.
     pub fn now(&self) {
-        let (groups, dirs) = self.with(|r| (std::mem::take(&mut r.groups), std::mem::take(&mut r.dirs)));
+        let (groups, dirs, runs) = self.with(|r| {
+            (
+                std::mem::take(&mut r.groups),
+                std::mem::take(&mut r.dirs),
+                std::mem::take(&mut r.docker_runs),
+            )
+        });
         for (_, pgid) in groups.iter().rev() {
             stop_group(*pgid);
+        }
+        for run in runs {
+            super::engine::blocking(move |d| Box::pin(async move { super::backend::sweep_run(&d, &run).await }));
         }
         for d in dirs {
             let _ = std::fs::remove_dir_all(d);

@@ -1,6 +1,6 @@
 //! Every suite's cases, gated on what the target offers.
 
-use super::{caching, conformance, fallbacks, ledger, routing, secrets, smoke};
+use super::{caching, conformance, fallbacks, gpu, ledger, routing, secrets, smoke};
 use crate::runner::registry::{Case, Plan, gate};
 
 pub fn all(plan: &Plan) -> Vec<Case> {
@@ -12,5 +12,6 @@ pub fn all(plan: &Plan) -> Vec<Case> {
     cases.extend(ledger::cases(plan));
     cases.extend(secrets::cases(plan));
     cases.extend(conformance::cases(plan));
+    cases.extend(gpu::cases(plan));
     gate(plan, cases)
 }

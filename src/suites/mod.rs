@@ -5,6 +5,7 @@ pub mod caching;
 mod catalog;
 pub mod conformance;
 pub mod fallbacks;
+pub mod gpu;
 pub mod ledger;
 pub mod routing;
 pub mod secrets;

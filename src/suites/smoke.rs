@@ -259,19 +259,13 @@ fn body_without_stream(body: &Value) -> Value {
 async fn models(c: Ctx) -> anyhow::Result<()> {
     let r = c.router.get("/v1/models").await?;
     r.expect_status(200)?;
-    let v = r.json_or_err()?;
-    let ids: Vec<&str> = v
-        .get("data")
-        .and_then(Value::as_array)
-        .ok_or_else(|| anyhow::anyhow!("{}: no data list in {}", r.url, crate::client::excerpt(&r.text)))?
-        .iter()
-        .filter_map(|m| m.get("id").and_then(Value::as_str))
-        .collect();
+    let ids = crate::client::shape::model_ids(r.json_or_err()?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}: {}", r.url, crate::client::excerpt(&r.text)))?;
     let missing: Vec<String> = c
         .config
         .groups()
         .into_iter()
-        .filter(|g| !g.contains('*') && !ids.contains(&g.as_str()))
+        .filter(|g| !g.contains('*') && !ids.iter().any(|i| i == g))
         .collect();
     anyhow::ensure!(
         missing.is_empty(),

@@ -3,6 +3,9 @@
 //! service, so no redis-server, Python or LiteLLM is needed (every run gets an empty PATH).
 //! One binary (`cargo test --test runner`), one module per topic:
 //!
+//! - `chaos`: pause, kill, restart, disconnect done to a real Redis on each backend
+//! - `compose`: `gauntlet compose` brought up by Docker Compose, healthy, keys kept in .env
+//! - `docker`: the same runs on the Docker backend; nothing left in the engine
 //! - `exit_codes`: 0, 101, 2, 3 and 130, each from what the README says causes it
 //! - `listing`: `--list` starts nothing and writes nothing
 //! - `gating`: a case needing a service the stack lacks is ignored with the reason, or
@@ -15,6 +18,9 @@
 //! `util` holds what they share (scratch folders, fixture stacks, bounded runs, reports,
 //! survivors); `scenarios` the runs several topics check, made once.
 
+mod chaos;
+mod compose;
+mod docker;
 mod exit_codes;
 mod gating;
 mod listing;

@@ -1,0 +1,64 @@
+//! The Docker Engine as gauntlet talks to it: one connection (`DOCKER_HOST` or the local
+//! socket), the API version negotiated down to the engine's (this project's machines run API
+//! 1.41; bollard speaks 1.53 unless told), and the labels that mark everything gauntlet
+//! creates so `gauntlet down --all` can find what a dead run left.
+
+use std::time::Duration;
+
+use bollard::Docker;
+
+use crate::error::RunError;
+
+/// On every container and network: the run that made it.
+pub const RUN_LABEL: &str = "dev.gauntlet.run";
+/// On every container and network: the process that owns the run (for `down --all` to
+/// tell a live run from a dead one's leftovers).
+pub const OWNER_LABEL: &str = "dev.gauntlet.owner-pid";
+/// On every container: the manifest service it runs.
+pub const SERVICE_LABEL: &str = "dev.gauntlet.service";
+/// On every image gauntlet builds: the recipe and the digest of its inputs.
+pub const RECIPE_LABEL: &str = "dev.gauntlet.recipe";
+
+/// How long one engine call may take before the run gives up on the engine (image builds and
+/// pulls have their own, longer bounds).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Connects to the engine and checks it answers, bounded: an unreachable socket is one clear
+/// error, not a hang.
+pub async fn connect() -> Result<Docker, RunError> {
+    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let unreachable = |e: &dyn std::fmt::Display| {
+        RunError::stack(format!(
+            "cannot reach the Docker Engine at {host}: {e}; start it (systemctl start docker), \
+             fix DOCKER_HOST, or use the process backend (unset GAUNTLET_BACKEND)"
+        ))
+    };
+    let docker = Docker::connect_with_defaults().map_err(|e| unreachable(&e))?;
+    let docker = docker.with_timeout(CALL_TIMEOUT);
+    let negotiated = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
+        .await
+        .map_err(|_| unreachable(&"no answer within 10 s"))?
+        .map_err(|e| unreachable(&e))?;
+    Ok(negotiated)
+}
+
+/// Runs `f` with a fresh engine connection on a thread of its own with its own runtime: for
+/// `Drop` and the signal handler, which may run inside (or outside) a Tokio runtime and
+/// cannot `.await`.
+pub fn blocking<T: Send + 'static>(
+    f: impl FnOnce(Docker) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>> + Send + 'static,
+) -> Option<T> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async move {
+            let docker = connect().await.ok()?;
+            Some(f(docker).await)
+        })
+    })
+    .join()
+    .ok()
+    .flatten()
+}
