@@ -12,7 +12,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::util::{BIN, Output, PASSING, Scratch};
+use crate::util::{BIN, FAILING, Output, PASSING, Scratch};
 
 const SIM: &str =
     r#"["/gauntlet", "sim", "--listen", "${bind}:${port}", "--deployment", "default", "--deployment", "@TOKEN@"]"#;
@@ -94,6 +94,25 @@ fn cases_pass_through_containers_and_nothing_is_left() {
     let out = run(&s, PASSING, &[]).wait();
     out.assert_code(0);
     out.assert_stdout_has("3 passed");
+    assert_nothing_left(&s, &out);
+}
+
+#[test]
+fn a_failing_run_leaves_nothing_and_keeps_the_container_logs() {
+    if !engine() {
+        return;
+    }
+    let s = stack("docker-fail", SIM, "");
+    let out = run(&s, &["--exact", FAILING], &[]).wait();
+    out.assert_code(101);
+    out.assert_outcome(FAILING, "FAILED");
+    // The container's output, followed into the run's logs, saved on failure.
+    let log = std::fs::read_to_string(s.artifacts().join("logs/router.log")).unwrap_or_default();
+    assert!(
+        log.contains("gauntlet sim listening on"),
+        "router.log: {log:?}\n{}",
+        out.show()
+    );
     assert_nothing_left(&s, &out);
 }
 

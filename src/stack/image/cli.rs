@@ -151,5 +151,7 @@ fn show_progress() {
         .with_env_filter(filter)
         .with_target(false)
         .without_time()
+        // CI logs are files: no colour codes in them.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

@@ -107,8 +107,16 @@ pub(super) async fn ensure(docker: &Docker, base: &Base) -> Result<bool, RunErro
     }
     match &base.source {
         Source::Tarball(path) => {
+            let p = path.clone();
+            let saved = tokio::task::spawn_blocking(move || is_docker_save(&p))
+                .await
+                .unwrap_or(false);
             tracing::info!("importing {} as {}", path.display(), base.tag);
-            import(docker, base, path).await?;
+            if saved {
+                load(docker, base, path).await?;
+            } else {
+                import(docker, base, path).await?;
+            }
         }
         Source::Debootstrap { mirror } => {
             let work = crate::stack::litellm::cache_root().join("images").join(format!(
@@ -267,6 +275,58 @@ fn walk<W: std::io::Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path, dev
     Ok(())
 }
 
+/// A `docker save` (or Nix `dockerTools`) archive has a `manifest.json` at its top; a root
+/// filesystem tar does not. Compressed archives are taken as roots (the engine unpacks those).
+fn is_docker_save(path: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut archive = tar::Archive::new(std::io::BufReader::new(f));
+    let Ok(entries) = archive.entries() else {
+        return false;
+    };
+    entries
+        .take(10_000)
+        .filter_map(Result::ok)
+        .any(|e| e.path().is_ok_and(|p| p.as_os_str() == "manifest.json"))
+}
+
+/// Loads a saved image archive and tags what it held as the base.
+async fn load(docker: &Docker, base: &Base, archive: &Path) -> Result<(), RunError> {
+    let bytes = tokio::fs::read(archive)
+        .await
+        .map_err(|e| RunError::stack(format!("cannot read {}: {e}", archive.display())))?;
+    let options = bollard::query_parameters::ImportImageOptionsBuilder::new()
+        .quiet(true)
+        .build();
+    let long = docker.clone().with_timeout(BUILD_TIMEOUT);
+    let mut stream = long.import_image(options, bollard::body_full(bytes.into()), None);
+    let mut loaded = None;
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| RunError::stack(format!("docker load of {} failed: {e}", archive.display())))?;
+        for line in info.stream.iter().chain(info.status.iter()) {
+            if let Some(name) = line
+                .trim()
+                .strip_prefix("Loaded image ID: ")
+                .or_else(|| line.trim().strip_prefix("Loaded image: "))
+            {
+                loaded = Some(name.trim().to_owned());
+            }
+        }
+    }
+    let loaded =
+        loaded.ok_or_else(|| RunError::stack(format!("docker load of {} named no image", archive.display())))?;
+    let (repo, tag) = base.tag.split_once(':').expect("tag_for puts a colon");
+    let options = bollard::query_parameters::TagImageOptionsBuilder::new()
+        .repo(repo)
+        .tag(tag)
+        .build();
+    docker
+        .tag_image(&loaded, Some(options))
+        .await
+        .map_err(|e| RunError::stack(format!("cannot tag {loaded} as {}: {e}", base.tag)))
+}
+
 /// Imports a root filesystem tar (plain or compressed: the engine tells) as the base image,
 /// streamed from disk rather than held in memory.
 async fn import(docker: &Docker, base: &Base, tar: &Path) -> Result<(), RunError> {
@@ -360,5 +420,40 @@ fn remove_same_fs(path: &Path, dev: u64) -> std::io::Result<()> {
         std::fs::remove_dir(path)
     } else {
         std::fs::remove_file(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_with(path: &Path, names: &[&str]) {
+        let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+        b.sparse(false);
+        for n in names {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(2);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, n, &b"{}"[..]).unwrap();
+        }
+        b.finish().unwrap();
+    }
+
+    #[test]
+    fn a_saved_image_is_told_from_a_root_filesystem() {
+        let dir = std::env::temp_dir().join(format!("gauntlet-debian-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let saved = dir.join("saved.tar");
+        tar_with(&saved, &["abc123/layer.tar", "manifest.json", "repositories"]);
+        let root = dir.join("root.tar");
+        tar_with(&root, &["etc/os-release", "usr/bin/python3", "etc/manifest.json"]);
+        assert!(is_docker_save(&saved));
+        assert!(
+            !is_docker_save(&root),
+            "a manifest.json below the top is not docker save's"
+        );
+        assert!(!is_docker_save(&dir.join("absent.tar")));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
