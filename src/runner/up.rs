@@ -180,7 +180,7 @@ pub fn down(state: Option<PathBuf>, all: bool) -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (containers, networks) = rt.block_on(async {
             let docker = stack::engine::connect().await?;
-            anyhow::Ok(stack::backend::sweep(&docker, false).await)
+            anyhow::Ok(stack::engine::sweep(&docker, false).await)
         })?;
         println!("gauntlet: removed {containers} container(s) and {networks} network(s) left by earlier runs");
     }

@@ -42,7 +42,7 @@ pub struct Endpoints {
     pub secrets: Vec<String>,
     /// Which backend runs the services.
     #[serde(default)]
-    pub backend: super::backend::BackendKind,
+    pub backend: super::backend::kind::BackendKind,
     /// The process that owns the stack (the runner, or `gauntlet up`).
     pub supervisor_pid: u32,
     /// Where service logs are written.

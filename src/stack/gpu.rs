@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use super::backend::BackendKind;
+use super::backend::kind::BackendKind;
 
 /// Why the GPU lane is ignored on a machine without a GPU (the host's witnesses).
 pub const NO_GPU: &str = "no NVIDIA GPU: /proc/driver/nvidia/version absent and nvidia-smi lists none";

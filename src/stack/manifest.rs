@@ -89,7 +89,7 @@ pub struct StackSection {
     /// No longer read: prices come from the router config (see [`Manifest::parse`]).
     pub prices: Option<String>,
     /// Which backend runs the services (`GAUNTLET_BACKEND` overrides it).
-    pub backend: Option<super::backend::BackendKind>,
+    pub backend: Option<super::backend::kind::BackendKind>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

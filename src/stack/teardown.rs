@@ -70,7 +70,7 @@ impl Teardown {
             stop_group(*pgid);
         }
         for run in runs {
-            super::engine::blocking(move |d| Box::pin(async move { super::backend::sweep_run(&d, &run).await }));
+            super::engine::blocking(move |d| Box::pin(async move { super::engine::sweep_run(&d, &run).await }));
         }
         for d in dirs {
             let _ = std::fs::remove_dir_all(d);

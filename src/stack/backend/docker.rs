@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{
@@ -19,8 +18,7 @@ use bollard::models::{
     NetworkDisconnectRequest, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder, RestartContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -431,7 +429,7 @@ impl Containers {
         for f in self.followers.drain(..) {
             f.abort();
         }
-        let _ = sweep_run(&self.docker, &self.run).await;
+        let _ = engine::sweep_run(&self.docker, &self.run).await;
         self.teardown.docker_done(&self.run);
     }
 
@@ -444,7 +442,7 @@ impl Containers {
             f.abort();
         }
         let run = self.run.clone();
-        engine::blocking(move |d| Box::pin(async move { sweep_run(&d, &run).await }));
+        engine::blocking(move |d| Box::pin(async move { engine::sweep_run(&d, &run).await }));
         self.teardown.docker_done(&self.run);
     }
 }
@@ -476,67 +474,4 @@ fn labels(run: &str, service: Option<&str>) -> HashMap<String, String> {
         l.insert(SERVICE_LABEL.to_owned(), s.to_owned());
     }
     l
-}
-
-/// Removes the containers and networks of one run.
-pub async fn sweep_run(docker: &Docker, run: &str) -> (usize, usize) {
-    sweep_where(docker, &format!("{RUN_LABEL}={run}"), |_| true).await
-}
-
-/// `gauntlet down --all`: removes what runs whose owner is no longer alive left behind (a
-/// live run's are its own to stop). Returns (containers, networks) removed.
-pub async fn sweep(docker: &Docker, include_live: bool) -> (usize, usize) {
-    sweep_where(docker, RUN_LABEL, |labels| {
-        include_live
-            || !labels
-                .get(OWNER_LABEL)
-                .and_then(|p| p.parse::<u32>().ok())
-                .is_some_and(crate::stack::state::alive)
-    })
-    .await
-}
-
-async fn sweep_where(docker: &Docker, label: &str, take: impl Fn(&HashMap<String, String>) -> bool) -> (usize, usize) {
-    let filters = HashMap::from([("label", vec![label])]);
-    let containers = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new().all(true).filters(&filters).build(),
-        ))
-        .await
-        .unwrap_or_default();
-    let doomed: Vec<String> = containers
-        .into_iter()
-        .filter(|c| take(c.labels.as_ref().unwrap_or(&HashMap::new())))
-        .filter_map(|c| c.id)
-        .collect();
-    let removals = doomed.iter().map(|id| async move {
-        let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
-        // Bounded: a wedged engine must not hang teardown.
-        tokio::time::timeout(Duration::from_secs(30), docker.remove_container(id, Some(opts)))
-            .await
-            .is_ok_and(|r| r.is_ok())
-    });
-    let removed = futures_util::future::join_all(removals)
-        .await
-        .into_iter()
-        .filter(|ok| *ok)
-        .count();
-    let networks = docker
-        .list_networks(Some(ListNetworksOptionsBuilder::new().filters(&filters).build()))
-        .await
-        .unwrap_or_default();
-    let mut nets = 0;
-    for n in networks {
-        if !take(n.labels.as_ref().unwrap_or(&HashMap::new())) {
-            continue;
-        }
-        if let Some(name) = n.name
-            && tokio::time::timeout(Duration::from_secs(30), docker.remove_network(&name))
-                .await
-                .is_ok_and(|r| r.is_ok())
-        {
-            nets += 1;
-        }
-    }
-    (removed, nets)
 }

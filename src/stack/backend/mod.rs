@@ -14,11 +14,11 @@
 
 mod chaos;
 mod docker;
-mod kind;
+pub mod kind;
 mod process;
 
 pub use chaos::Chaos;
-pub use docker::{Containers, SERVICE_PORT, builtin_command, file_inside, sweep, sweep_run};
+pub use docker::{Containers, SERVICE_PORT, builtin_command, file_inside};
 pub use kind::BackendKind;
 pub use process::{Proc, Processes, spawn, tail, which};
 

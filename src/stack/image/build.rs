@@ -10,7 +10,7 @@ use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::spec::{ImageSpec, Recipe};
+use super::spec::Recipe;
 use crate::error::RunError;
 use crate::stack::engine::RECIPE_LABEL;
 
@@ -18,37 +18,6 @@ use crate::stack::engine::RECIPE_LABEL;
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// Pulls of large images over a slow link are slow, but not this slow.
 pub const PULL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-
-/// An image that is there now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ready {
-    /// What to create containers from: the recipe's digest tag, the pinned reference, or, for
-    /// a pinned image loaded with `docker load` (which keeps no repository digest), its ID.
-    pub reference: String,
-    /// False when it was already there (warm: inspected, nothing built or pulled).
-    pub built: bool,
-    pub took: Duration,
-    pub size_bytes: u64,
-}
-
-/// Makes the image available locally: inspect; if absent, build (recipes) or pull (pinned,
-/// with progress lines via tracing). Bounded (builds 20 min, pull 30 min).
-pub async fn ensure(docker: &Docker, spec: &ImageSpec) -> Result<Ready, RunError> {
-    let started = Instant::now();
-    let (reference, built) = match spec {
-        ImageSpec::Recipe(Recipe::Gauntlet) => super::scratch::ensure_gauntlet(docker).await?,
-        ImageSpec::Recipe(Recipe::Redis) => super::scratch::ensure_redis(docker).await?,
-        ImageSpec::Recipe(Recipe::Litellm) => super::litellm::ensure(docker).await?,
-        ImageSpec::Pinned(p) => super::pull::ensure(docker, p).await?,
-    };
-    let size_bytes = size_of(docker, &reference).await?;
-    Ok(Ready {
-        reference,
-        built,
-        took: started.elapsed(),
-        size_bytes,
-    })
-}
 
 pub(super) async fn size_of(docker: &Docker, reference: &str) -> Result<u64, RunError> {
     let info = docker

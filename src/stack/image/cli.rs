@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use bollard::query_parameters::ListImagesOptionsBuilder;
 
-use super::build::ensure;
+use super::ensure::ensure;
 use super::spec::{ImageSpec, Recipe};
 use crate::error::RunError;
 use crate::stack::engine::{self, RECIPE_LABEL};

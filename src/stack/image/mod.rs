@@ -32,13 +32,15 @@
 mod build;
 mod cli;
 mod debian;
+mod ensure;
 mod litellm;
 mod pull;
 mod scratch;
 mod spec;
 
-pub use build::{BUILD_TIMEOUT, PULL_TIMEOUT, Ready, ensure};
+pub use build::{BUILD_TIMEOUT, PULL_TIMEOUT};
 pub use cli::{ImagesArgs, ImagesCommand, images_cli};
+pub use ensure::{Ready, ensure};
 pub use litellm::LITELLM_BIN;
 pub use scratch::GAUNTLET_BIN;
 pub use spec::{ImageSpec, Pinned, Recipe};
