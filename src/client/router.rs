@@ -68,6 +68,11 @@ pub struct StreamReply {
     pub latency: Duration,
     /// The body if the status was not 200 (an error is not streamed).
     pub error_text: String,
+    /// How the body broke off, when read by [`RouterClient::chat_stream_to_end`] (which keeps
+    /// what came before instead of failing): the connection failed, or an event was not JSON.
+    pub broken: Option<String>,
+    /// Whether that break was this client giving up (its timeout), not the router.
+    pub client_timed_out: bool,
 }
 
 impl StreamReply {
@@ -95,6 +100,55 @@ impl StreamReply {
             .iter()
             .rev()
             .find_map(|c| c.get("usage").filter(|u| !u.is_null()))
+    }
+    /// The events that report an error instead of a chunk (`data: {"error": {...}}`, as
+    /// OpenAI and LiteLLM send a failure once the 200 and its headers are gone).
+    pub fn error_events(&self) -> Vec<&Value> {
+        self.chunks.iter().filter(|c| c.get("error").is_some()).collect()
+    }
+    /// The last `finish_reason` any chunk named.
+    pub fn finish_reason(&self) -> Option<&str> {
+        self.chunks
+            .iter()
+            .flat_map(|c| c.get("choices").and_then(Value::as_array).into_iter().flatten())
+            .filter_map(|ch| ch.get("finish_reason").and_then(Value::as_str))
+            .next_back()
+    }
+    /// Whether an OpenAI client takes this for a whole answer: 200, no error event, nothing
+    /// broken, `data: [DONE]` at the end, and a `finish_reason` (the SDKs raise on an error
+    /// event and on a body that ends early, and treat `[DONE]` after a finish as success).
+    pub fn looks_complete(&self) -> bool {
+        self.status == 200
+            && self.error_events().is_empty()
+            && self.broken.is_none()
+            && self.done
+            && self.finish_reason().is_some()
+    }
+    /// How the stream ended, in words, for failure messages.
+    pub fn ending(&self) -> String {
+        let mut s = if self.status != 200 {
+            format!("status {}: {}", self.status, excerpt(&self.error_text))
+        } else {
+            format!("{} events", self.chunks.len())
+        };
+        if let Some(e) = self.error_events().first() {
+            s.push_str(&format!(", an error event {}", excerpt(&e.to_string())));
+        }
+        if let Some(b) = &self.broken {
+            s.push_str(&format!(", broken off ({b})"));
+        }
+        if self.status == 200 {
+            s.push_str(if self.done { ", then [DONE]" } else { ", no [DONE]" });
+            s.push_str(&match self.finish_reason() {
+                Some(f) => format!(", finish_reason {f:?}"),
+                None => ", no finish_reason".to_owned(),
+            });
+            s.push_str(&format!(", content {:?}", excerpt(&self.content())));
+        }
+        if self.looks_complete() {
+            s.push_str(" (looks complete)");
+        }
+        s
     }
 }
 
@@ -163,7 +217,21 @@ impl RouterClient {
         body["stream"] = Value::Bool(true);
         let url = format!("{}/v1/chat/completions", self.base);
         let rb = self.request(reqwest::Method::POST, "/v1/chat/completions").json(&body);
-        read_stream(rb, &url).await
+        read_stream(rb, &url, false).await
+    }
+
+    /// Streams a chat completion to its end however it ends, within `timeout`: a broken
+    /// connection or an event that is not JSON is kept in [`StreamReply::broken`], with the
+    /// events before it, rather than returned as an error — for cases about how streams break.
+    pub async fn chat_stream_to_end(&self, body: &Value, timeout: Duration) -> anyhow::Result<StreamReply> {
+        let mut body = body.clone();
+        body["stream"] = Value::Bool(true);
+        let url = format!("{}/v1/chat/completions", self.base);
+        let rb = self
+            .request(reqwest::Method::POST, "/v1/chat/completions")
+            .json(&body)
+            .timeout(timeout);
+        read_stream(rb, &url, true).await
     }
 }
 
@@ -216,8 +284,9 @@ pub fn excerpt(text: &str) -> String {
     format!("{}{more}", crate::redact::redact(&t))
 }
 
-/// Reads a streamed reply event by event (`data: [DONE]` ends it).
-async fn read_stream(rb: reqwest::RequestBuilder, url: &str) -> anyhow::Result<StreamReply> {
+/// Reads a streamed reply event by event (`data: [DONE]` ends it). `keep_broken`: a break
+/// is recorded in the reply instead of failing the read.
+async fn read_stream(rb: reqwest::RequestBuilder, url: &str, keep_broken: bool) -> anyhow::Result<StreamReply> {
     let started = Instant::now();
     let resp = start(rb, url).await?;
     let status = resp.status().as_u16();
@@ -231,6 +300,8 @@ async fn read_stream(rb: reqwest::RequestBuilder, url: &str) -> anyhow::Result<S
         ttft: None,
         latency: started.elapsed(),
         error_text: String::new(),
+        broken: None,
+        client_timed_out: false,
     };
     if status != 200 {
         reply.error_text = resp.text().await.unwrap_or_default();
@@ -239,21 +310,33 @@ async fn read_stream(rb: reqwest::RequestBuilder, url: &str) -> anyhow::Result<S
     }
     let mut parser = sse::Parser::default();
     let mut body = resp.bytes_stream();
-    while let Some(part) = body.next().await {
-        let bytes = part.map_err(|e| {
-            anyhow::anyhow!(
+    'read: while let Some(part) = body.next().await {
+        let bytes = match part {
+            Ok(b) => b,
+            Err(e) if keep_broken => {
+                reply.client_timed_out = e.is_timeout();
+                reply.broken = Some(error_chain(&e));
+                break;
+            }
+            Err(e) => anyhow::bail!(
                 "{url}: stream broke after {} chunks: {}",
                 reply.chunks.len(),
                 error_chain(&e)
-            )
-        })?;
+            ),
+        };
         for data in parser.feed(&bytes) {
             if data.trim() == "[DONE]" {
                 reply.done = true;
                 continue;
             }
-            let v: Value = serde_json::from_str(&data)
-                .map_err(|e| anyhow::anyhow!("{url}: stream event is not JSON ({e}): {}", excerpt(&data)))?;
+            let v: Value = match serde_json::from_str(&data) {
+                Ok(v) => v,
+                Err(e) if keep_broken => {
+                    reply.broken = Some(format!("an event is not JSON ({e}): {}", excerpt(&data)));
+                    break 'read;
+                }
+                Err(e) => anyhow::bail!("{url}: stream event is not JSON ({e}): {}", excerpt(&data)),
+            };
             if reply.ttft.is_none() {
                 reply.ttft = Some(started.elapsed());
             }
@@ -262,4 +345,75 @@ async fn read_stream(rb: reqwest::RequestBuilder, url: &str) -> anyhow::Result<S
     }
     reply.latency = started.elapsed();
     Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::sim::{DeploymentSpec, Fault, Rule, SimConfig};
+
+    fn reply(chunks: Vec<Value>, done: bool) -> StreamReply {
+        StreamReply {
+            url: "u".into(),
+            status: 200,
+            headers: HeaderMap::new(),
+            chunks,
+            done,
+            ttft: None,
+            latency: Duration::ZERO,
+            error_text: String::new(),
+            broken: None,
+            client_timed_out: false,
+        }
+    }
+
+    #[test]
+    fn a_stream_looks_complete_only_with_done_a_finish_and_no_error() {
+        let word = json!({"choices": [{"index": 0, "delta": {"content": "hi"}}]});
+        let finish = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        let error = json!({"error": {"message": "upstream broke", "code": "500"}});
+        let whole = reply(vec![word.clone(), finish.clone()], true);
+        assert!(whole.looks_complete());
+        assert_eq!(whole.finish_reason(), Some("stop"));
+        // An error event before [DONE] is a failure, whatever follows it.
+        let told = reply(vec![word.clone(), error, finish.clone()], true);
+        assert!(!told.looks_complete());
+        assert_eq!(told.error_events().len(), 1);
+        assert!(told.ending().contains("an error event"), "{}", told.ending());
+        // [DONE] without a finish_reason, and a finish without [DONE], are not whole either.
+        assert!(!reply(vec![word.clone()], true).looks_complete());
+        assert!(!reply(vec![word, finish], false).looks_complete());
+    }
+
+    #[tokio::test]
+    async fn a_cut_stream_is_kept_to_its_break_by_chat_stream_to_end() {
+        let sim = crate::sim::start(
+            SimConfig {
+                seed: 7,
+                deployments: vec![DeploymentSpec::named("a")],
+            },
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let tag: crate::tag::Tag = "gtcut".parse().unwrap();
+        crate::sim::AdminClient::new(&sim.url())
+            .add_rule("a", &Rule::tagged(&tag, Fault::CutStream { after_chunks: 3 }))
+            .await
+            .unwrap();
+        let client = RouterClient::new(&format!("{}/d/a", sim.url()), None);
+        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hello there"}]});
+        let whole = client.chat_stream_to_end(&body, Duration::from_secs(5)).await.unwrap();
+        assert!(whole.looks_complete(), "{}", whole.ending());
+        tag.stamp(&mut body);
+        let cut = client.chat_stream_to_end(&body, Duration::from_secs(5)).await.unwrap();
+        assert_eq!((cut.chunks.len(), cut.done), (3, false), "{}", cut.ending());
+        assert!(cut.broken.is_some() && !cut.client_timed_out, "{}", cut.ending());
+        assert!(!cut.looks_complete());
+        // The strict reader still fails on a break, as its callers expect.
+        let err = client.chat_stream(&body).await.unwrap_err().to_string();
+        assert!(err.contains("stream broke after 3 chunks"), "{err}");
+    }
 }

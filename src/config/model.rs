@@ -41,6 +41,14 @@ pub struct RouterConfig {
     /// How often a LiteLLM re-reads a key (a cooldown) from Redis that it found absent
     /// (`default_redis_batch_cache_expiry`, 10 s by default).
     pub redis_read_interval_s: f64,
+    /// The router's own `cooldown_time` (else LiteLLM's default): what a deployment without
+    /// its own gets, and how long LiteLLM remembers a failure it counted against
+    /// `allowed_fails` (`failed_calls`, kept for the router's cooldown time).
+    pub router_cooldown_s: f64,
+    /// `router_settings.optional_pre_call_checks` (`enforce_model_rate_limits`, …).
+    pub pre_call_checks: Vec<String>,
+    /// The router's own `allowed_fails`, as written.
+    pub router_allowed_fails: Option<u32>,
     pub cache: bool,
     pub has_master_key: bool,
     pub has_generic_logger: bool,
@@ -66,6 +74,12 @@ pub struct Deployment {
     pub allowed_fails: Option<u32>,
     /// Seconds a failing deployment is skipped (0: never cooled down).
     pub cooldown_s: f64,
+    /// Its own `cooldown_time` (`model_info`, else `litellm_params`), if it sets one: LiteLLM
+    /// then ignores a failure's `Retry-After` (deployment > header > router, in
+    /// `Router.deployment_callback_on_failure`).
+    pub own_cooldown_s: Option<f64>,
+    /// Its own `model_info.allowed_fails`, if it sets one.
+    pub own_allowed_fails: Option<u32>,
     pub pricing: Pricing,
     /// `litellm_params.max_retries`: retries the provider client makes inside one attempt.
     pub client_retries: u32,
@@ -168,6 +182,14 @@ impl RouterConfig {
                     .and_then(pricing::number)
                     .or(router_cooldown)
                     .unwrap_or(DEFAULT_COOLDOWN_S),
+                own_cooldown_s: info
+                    .and_then(|m| m.get("cooldown_time"))
+                    .or_else(|| params.and_then(|p| p.get("cooldown_time")))
+                    .and_then(pricing::number),
+                own_allowed_fails: info
+                    .and_then(|m| m.get("allowed_fails"))
+                    .and_then(int)
+                    .map(|n| n as u32),
                 pricing: pricing::of(params, info),
                 client_retries: p("max_retries").map_or(0, |n| n.max(0.0) as u32),
                 index: i,
@@ -244,6 +266,13 @@ impl RouterConfig {
                 .and_then(|l| l.get("default_redis_batch_cache_expiry"))
                 .and_then(pricing::number)
                 .unwrap_or(10.0),
+            router_cooldown_s: router_cooldown.unwrap_or(DEFAULT_COOLDOWN_S),
+            router_allowed_fails: router_allowed,
+            pre_call_checks: rset
+                .and_then(|r| r.get("optional_pre_call_checks"))
+                .and_then(Value::as_sequence)
+                .map(|s| s.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default(),
             cache: lset
                 .and_then(|l| l.get("cache"))
                 .and_then(Value::as_bool)
@@ -420,6 +449,45 @@ impl RouterConfig {
                 .any(|d| d.cooldown_s > 0.0 && (deps.len() > 1 || d.allowed_fails.is_some() || counts_singles))
     }
 
+    /// How long LiteLLM still counts a failure of `d` towards `allowed_fails` after it
+    /// happened (`failed_calls` lives for the router's cooldown time, or the deployment's own
+    /// when it sets one): a case counting failures from zero waits this long after the last.
+    pub fn failure_memory_s(&self, d: &Deployment) -> f64 {
+        self.router_cooldown_s.max(d.cooldown_s)
+    }
+
+    /// The failures LiteLLM lets `d` have before it cools it down, as it counts them: the
+    /// deployment's own `allowed_fails`, else the router's — unless the router's equals
+    /// LiteLLM's default (3), which `_is_allowed_fails_set_on_router` cannot tell from unset:
+    /// then None, and LiteLLM cools a load-balanced deployment down at its first 429 and on
+    /// 5xx by its failure rate over the minute instead.
+    pub fn counted_allowed_fails(&self, d: &Deployment) -> Option<u32> {
+        let router = self
+            .router_allowed_fails
+            .filter(|n| *n != LITELLM_DEFAULT_ALLOWED_FAILS);
+        d.own_allowed_fails.or(router)
+    }
+
+    /// The cooldown LiteLLM gives `d` for a failure whose reply said `Retry-After:
+    /// retry_after_s` (None: no header): the deployment's own cooldown_time, else the
+    /// header, else the router's (`Router.deployment_callback_on_failure`). 0 means none.
+    pub fn cooldown_for(&self, d: &Deployment, retry_after_s: Option<f64>) -> f64 {
+        d.own_cooldown_s.or(retry_after_s).unwrap_or(self.router_cooldown_s)
+    }
+
+    /// What LiteLLM does with the `rpm`/`tpm` its deployments set, under this config.
+    pub fn rate_limits(&self) -> RateLimits {
+        if self.pre_call_checks.iter().any(|c| c == "enforce_model_rate_limits") {
+            RateLimits::PreCallCheck
+        } else if self.strategy == Strategy::UsageBasedV2 {
+            RateLimits::UsageBasedV2
+        } else if self.strategy == Strategy::SimpleShuffle {
+            RateLimits::Weights
+        } else {
+            RateLimits::Unmeasured(self.strategy.to_string())
+        }
+    }
+
     /// How often LiteLLM calls `group` again after an error of `class` (`RateLimitError`,
     /// `InternalServerError`, `Timeout`…): the group's retry policy, else the router's, else
     /// `num_retries`.
@@ -472,6 +540,24 @@ impl RouterConfig {
         self.walk(start, &everything, kind).groups()
     }
 }
+
+/// What LiteLLM 1.100.5 does with a deployment's `rpm`/`tpm` (read from its source, measured
+/// by the limits:: cases).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimits {
+    /// `optional_pre_call_checks: [enforce_model_rate_limits]` (`ModelRateLimitingCheck`):
+    /// a call over the limit is refused before it is made, whatever the strategy.
+    PreCallCheck,
+    /// `usage-based-routing-v2`: a deployment is picked only while under its limits.
+    UsageBasedV2,
+    /// Weights for simple-shuffle's pick and nothing more: nothing is refused.
+    Weights,
+    /// A strategy whose handling of limits gauntlet has not measured.
+    Unmeasured(String),
+}
+
+/// `litellm.allowed_fails`: a router `allowed_fails` equal to it counts as unset.
+pub const LITELLM_DEFAULT_ALLOWED_FAILS: u32 = 3;
 
 /// Requests a minute the generic cases may send to the probe group, together: about 50
 /// (smoke ~10, caching ~6, ledger ~25, secrets ~6, conformance 3), doubled for margin.

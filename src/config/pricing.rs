@@ -30,6 +30,8 @@ pub struct Tokens {
     pub cache_read: u64,
     /// Of `prompt`, written to the provider's prompt cache.
     pub cache_creation: u64,
+    /// Of `completion`, hidden reasoning (OpenAI counts them in `completion_tokens`).
+    pub reasoning: u64,
 }
 
 impl Tokens {
@@ -44,17 +46,64 @@ impl Tokens {
 }
 
 impl Price {
-    /// What `t` costs: cached prompt tokens at their own price where the config has one,
-    /// the rest at the input price.
+    /// What `t` costs: cached prompt tokens and reasoning tokens at their own price where the
+    /// config has one, the rest at the input and output prices.
     pub fn cost(&self, t: Tokens) -> f64 {
-        let read = t.cache_read as f64;
-        let created = t.cache_creation as f64;
-        let plain = t.prompt.saturating_sub(t.cache_read + t.cache_creation) as f64;
-        plain * self.input
-            + read * self.cache_read.unwrap_or(self.input)
-            + created * self.cache_creation.unwrap_or(self.input)
-            + t.completion as f64 * self.output
+        self.lines(t).iter().map(|l| l.tokens as f64 * l.price).sum()
     }
+
+    /// The bill of `t` line by line (token kinds a request has none of left out), for a
+    /// failure message that shows which price a router may have used instead.
+    pub fn explain(&self, t: Tokens) -> String {
+        let lines: Vec<String> = self
+            .lines(t)
+            .iter()
+            .filter(|l| l.tokens > 0)
+            .map(|l| format!("{} {} × {:e}", l.tokens, l.kind, l.price))
+            .collect();
+        if lines.is_empty() {
+            "no tokens".into()
+        } else {
+            lines.join(" + ")
+        }
+    }
+
+    fn lines(&self, t: Tokens) -> [Line; 5] {
+        [
+            Line {
+                kind: "prompt",
+                tokens: t.prompt.saturating_sub(t.cache_read + t.cache_creation),
+                price: self.input,
+            },
+            Line {
+                kind: "cache-read",
+                tokens: t.cache_read,
+                price: self.cache_read.unwrap_or(self.input),
+            },
+            Line {
+                kind: "cache-write",
+                tokens: t.cache_creation,
+                price: self.cache_creation.unwrap_or(self.input),
+            },
+            Line {
+                kind: "completion",
+                tokens: t.completion.saturating_sub(t.reasoning),
+                price: self.output,
+            },
+            Line {
+                kind: "reasoning",
+                tokens: t.reasoning,
+                price: self.reasoning.unwrap_or(self.output),
+            },
+        ]
+    }
+}
+
+/// One line of a bill: so many tokens of a kind at a price.
+struct Line {
+    kind: &'static str,
+    tokens: u64,
+    price: f64,
 }
 
 /// Whether the ledger can check what a deployment costs.
@@ -126,7 +175,8 @@ pub fn number(v: &Value) -> Option<f64> {
 pub fn lines_to_add(id: &str) -> String {
     format!(
         "model_info: {{id: {id}, input_cost_per_token: <USD>, output_cost_per_token: <USD>}} \
-         (optionally cache_read_input_token_cost, cache_creation_input_token_cost)"
+         (optionally cache_read_input_token_cost, cache_creation_input_token_cost, \
+         output_cost_per_reasoning_token)"
     )
 }
 
@@ -181,8 +231,33 @@ mod tests {
             completion: 10,
             cache_read: 40,
             cache_creation: 20,
+            reasoning: 0,
         };
         let want = 40.0 * 3e-6 + 40.0 * 3e-7 + 20.0 * 3.75e-6 + 10.0 * 15e-6;
         assert!((p.cost(t) - want).abs() < 1e-12);
+        assert_eq!(
+            p.explain(t),
+            "40 prompt × 3e-6 + 40 cache-read × 3e-7 + 20 cache-write × 3.75e-6 + 10 completion × 1.5e-5"
+        );
+    }
+
+    #[test]
+    fn reasoning_tokens_are_part_of_the_completion_at_their_own_price() {
+        let p = Price {
+            input: 4e-6,
+            output: 16e-6,
+            reasoning: Some(30e-6),
+            ..Price::default()
+        };
+        let t = Tokens {
+            prompt: 8,
+            completion: 26,
+            reasoning: 10,
+            ..Tokens::default()
+        };
+        assert!((p.cost(t) - (8.0 * 4e-6 + 16.0 * 16e-6 + 10.0 * 30e-6)).abs() < 1e-15);
+        // Without a price of their own they cost what the other completion tokens cost.
+        let plain = Price { reasoning: None, ..p };
+        assert!((plain.cost(t) - (8.0 * 4e-6 + 26.0 * 16e-6)).abs() < 1e-15);
     }
 }

@@ -27,6 +27,8 @@ pub struct LoggingPayload {
     pub completion_tokens: Option<u64>,
     pub total_tokens: Option<u64>,
     pub response_cost: Option<f64>,
+    /// The token kinds priced apart, from the usage the router logged (`metadata.usage_object`).
+    pub details: TokenDetails,
     pub cache_hit: bool,
     pub request_tags: Vec<String>,
     /// `metadata.requester_metadata.tenant` (the request's own metadata, kept by the router).
@@ -52,6 +54,10 @@ impl From<Value> for LoggingPayload {
             completion_tokens: n("completion_tokens"),
             total_tokens: n("total_tokens"),
             response_cost: raw.get("response_cost").and_then(Value::as_f64),
+            details: raw
+                .pointer("/metadata/usage_object")
+                .map(TokenDetails::of_usage)
+                .unwrap_or_default(),
             cache_hit: raw.get("cache_hit").and_then(Value::as_bool) == Some(true),
             request_tags: raw
                 .get("request_tags")
@@ -71,6 +77,34 @@ impl From<Value> for LoggingPayload {
 impl LoggingPayload {
     pub fn is_success(&self) -> bool {
         self.status == Status::Success
+    }
+}
+
+/// The parts of a usage that are priced apart; `None` where the usage does not say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenDetails {
+    /// Prompt tokens read from the provider's cache.
+    pub cache_read: Option<u64>,
+    /// Prompt tokens written to the provider's cache.
+    pub cache_creation: Option<u64>,
+    /// Completion tokens spent on hidden reasoning.
+    pub reasoning: Option<u64>,
+}
+
+impl TokenDetails {
+    /// From an OpenAI-shaped usage object, as LiteLLM returns and logs it: OpenAI's
+    /// `prompt_tokens_details.cached_tokens` and `completion_tokens_details.reasoning_tokens`,
+    /// and the Anthropic counts LiteLLM copies beside them (`cache_read_input_tokens`,
+    /// `cache_creation_input_tokens`, or `prompt_tokens_details.cache_creation_tokens`).
+    pub fn of_usage(u: &Value) -> Self {
+        let n = |p: &str| u.pointer(p).and_then(Value::as_u64);
+        Self {
+            cache_read: n("/prompt_tokens_details/cached_tokens").or_else(|| n("/cache_read_input_tokens")),
+            cache_creation: n("/cache_creation_input_tokens")
+                .or_else(|| n("/prompt_tokens_details/cache_creation_tokens"))
+                .or_else(|| n("/prompt_tokens_details/cache_write_tokens")),
+            reasoning: n("/completion_tokens_details/reasoning_tokens"),
+        }
     }
 }
 
@@ -107,6 +141,22 @@ mod tests {
             (Some(5), Some(21), Some("acme"))
         );
         assert_eq!(p.raw["model_id"], "primary");
+        assert_eq!(p.details, TokenDetails::default());
+        let logged = LoggingPayload::from(json!({"metadata": {"usage_object": {
+            "prompt_tokens": 8, "completion_tokens": 26,
+            "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 10}}}}));
+        assert_eq!(
+            logged.details,
+            TokenDetails {
+                cache_read: Some(4),
+                cache_creation: None,
+                reasoning: Some(10)
+            }
+        );
+        let anthropic = TokenDetails::of_usage(&json!({"cache_creation_input_tokens": 14,
+            "cache_read_input_tokens": 0, "prompt_tokens_details": null}));
+        assert_eq!((anthropic.cache_read, anthropic.cache_creation), (Some(0), Some(14)));
         let twice = vec![
             p.clone(),
             p.clone(),

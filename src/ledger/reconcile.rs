@@ -3,7 +3,7 @@
 //! (the sink), each against the cost the team's price table expects for the deployment that
 //! actually served. Every disagreement is reported with the request it belongs to.
 
-use super::payload::LoggingPayload;
+use super::payload::{LoggingPayload, TokenDetails};
 use super::prices::PriceTable;
 use crate::config::pricing::Tokens;
 
@@ -13,10 +13,11 @@ pub struct View {
     pub deployment: Option<String>,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
-    /// Of the prompt tokens, read from / written to the provider's prompt cache (only the
-    /// upstream reports these).
+    /// Of the prompt tokens, read from / written to the provider's prompt cache.
     pub cache_read_tokens: Option<u64>,
     pub cache_creation_tokens: Option<u64>,
+    /// Of the completion tokens, hidden reasoning.
+    pub reasoning_tokens: Option<u64>,
     pub cost: Option<f64>,
 }
 
@@ -28,7 +29,18 @@ impl View {
             completion: self.completion_tokens?,
             cache_read: self.cache_read_tokens.unwrap_or(0),
             cache_creation: self.cache_creation_tokens.unwrap_or(0),
+            reasoning: self.reasoning_tokens.unwrap_or(0),
         })
+    }
+
+    /// Takes the token kinds priced apart from a usage object (what the client got).
+    pub fn with_details(self, d: TokenDetails) -> Self {
+        Self {
+            cache_read_tokens: d.cache_read,
+            cache_creation_tokens: d.cache_creation,
+            reasoning_tokens: d.reasoning,
+            ..self
+        }
     }
 }
 
@@ -42,6 +54,7 @@ impl View {
             cost: p.response_cost,
             ..Self::default()
         }
+        .with_details(p.details)
     }
 }
 
@@ -85,6 +98,13 @@ pub fn reconcile(
         ("completion_tokens", |v: &View| {
             v.completion_tokens.map(|n| n.to_string())
         }),
+        ("cache_read_tokens", |v: &View| {
+            v.cache_read_tokens.map(|n| n.to_string())
+        }),
+        ("cache_creation_tokens", |v: &View| {
+            v.cache_creation_tokens.map(|n| n.to_string())
+        }),
+        ("reasoning_tokens", |v: &View| v.reasoning_tokens.map(|n| n.to_string())),
     ] {
         let seen: Vec<(&str, String)> = views.iter().filter_map(|(n, v)| get(v).map(|x| (*n, x))).collect();
         if let Some((first_name, first)) = seen.first() {
@@ -111,22 +131,26 @@ pub fn reconcile(
         flag("no source reports token counts".into());
         return out;
     };
+    // The upstream's own counts are the bill; a router's claim of a discount is no evidence.
     let tokens = Tokens {
         prompt: p,
         completion: c,
         cache_read: upstream.cache_read_tokens.unwrap_or(0),
         cache_creation: upstream.cache_creation_tokens.unwrap_or(0),
+        reasoning: upstream.reasoning_tokens.unwrap_or(0),
     };
-    let Some(expected) = prices.cost(deployment, tokens) else {
+    let Some(price) = prices.price(deployment) else {
         flag(format!("deployment {deployment} is not in the price table"));
         return out;
     };
+    let expected = price.cost(tokens);
     for (name, v) in [("client cost header", client), ("router log", router)] {
         if let Some(cost) = v.cost
             && !prices.agrees(cost, expected)
         {
             flag(format!(
-                "{name} cost {cost:.10} != expected {expected:.10} ({p} prompt + {c} completion tokens at {deployment}'s price)"
+                "{name} cost {cost:.10} != expected {expected:.10} ({} at {deployment}'s price)",
+                price.explain(tokens)
             ));
         }
     }
@@ -199,5 +223,39 @@ mod tests {
             &t,
         );
         assert!(d.iter().any(|x| x.what.starts_with("completion_tokens")), "{d:?}");
+    }
+
+    #[test]
+    fn token_kinds_priced_apart_are_reconciled_from_the_upstream() {
+        let cfg = crate::config::RouterConfig::parse(
+            "r.yaml",
+            "model_list:\n  - {model_name: g, litellm_params: {model: x}, model_info: {id: r, input_cost_per_token: 0.004, output_cost_per_token: 0.016, cache_read_input_token_cost: 0.001, output_cost_per_reasoning_token: 0.03}}\n",
+        )
+        .unwrap();
+        let t = PriceTable::from_config(&cfg, &crate::ledger::prices::LedgerSettings::default());
+        let details = TokenDetails {
+            cache_read: Some(4),
+            cache_creation: None,
+            reasoning: Some(10),
+        };
+        let upstream = view("r", 8, 26, None).with_details(details);
+        let want = 4.0 * 0.004 + 4.0 * 0.001 + 16.0 * 0.016 + 10.0 * 0.03;
+        let router = view("r", 8, 26, Some(want)).with_details(details);
+        assert!(reconcile("r5", &router, &upstream, &router, &t).is_empty());
+        // A router that billed the cached tokens at the input price, having lost the details.
+        let lost = view("r", 8, 26, Some(want + 4.0 * 0.003));
+        let d = reconcile("r6", &view("r", 8, 26, None), &upstream, &lost, &t);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(
+            d[0].what.contains("4 cache-read × 1e-3") && d[0].what.contains("10 reasoning × 3e-2"),
+            "{d:?}"
+        );
+        // A router that says it read fewer tokens from the cache than the upstream did.
+        let fewer = router.clone().with_details(TokenDetails {
+            cache_read: Some(2),
+            ..details
+        });
+        let d = reconcile("r7", &router, &upstream, &fewer, &t);
+        assert!(d.iter().any(|x| x.what.starts_with("cache_read_tokens:")), "{d:?}");
     }
 }

@@ -204,6 +204,7 @@ pub fn parse(body: &[u8]) -> Result<Request, Refusal> {
         user,
         metadata,
         embedding: None,
+        usage_details: None,
     })
 }
 

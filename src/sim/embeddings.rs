@@ -55,6 +55,7 @@ pub fn parse(body: &[u8], path_model: Option<&str>) -> Result<Request, Refusal> 
         user: openai::user(&obj)?,
         metadata: obj.get("metadata").cloned(),
         cache_prefix: None,
+        usage_details: None,
         embedding: Some(EmbeddingInput {
             inputs: texts,
             dimensions,

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::model::Fault;
-use super::request::{Kind, Reply, Request, type_name, words};
+use super::request::{Kind, Reply, Request, UsageDetails, type_name, words};
 
 /// A request the simulator refuses: status and OpenAI-shaped body.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,6 +156,7 @@ pub fn parse_for(body: &[u8], chat: bool, path_model: Option<&str>) -> Result<Re
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let user = user(&obj)?;
+    let usage_details = usage_details(&obj)?;
     Ok(Request {
         kind: if chat { Kind::Chat } else { Kind::Legacy },
         model,
@@ -168,11 +169,54 @@ pub fn parse_for(body: &[u8], chat: bool, path_model: Option<&str>) -> Result<Re
         metadata: obj.get("metadata").cloned(),
         cache_prefix: None,
         embedding: None,
+        usage_details,
     })
+}
+
+/// `sim_usage`: the usage details the request asks to be reported (see [`UsageDetails`]). Not
+/// an OpenAI parameter: LiteLLM passes parameters it does not know on to OpenAI-compatible
+/// upstreams, so a client sets it per request and a router per deployment
+/// (`litellm_params.extra_body`).
+pub fn usage_details(obj: &serde_json::Map<String, Value>) -> Result<Option<UsageDetails>, Refusal> {
+    match obj.get("sim_usage") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
+            invalid(
+                format!("sim_usage must be {{\"cached_tokens\": n, \"reasoning_tokens\": n}}: {e}"),
+                Some("sim_usage"),
+            )
+        }),
+    }
 }
 
 pub fn usage(prompt: u64, completion: u64) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+/// A reply's usage as OpenAI words it: with `prompt_tokens_details` and
+/// `completion_tokens_details` when the request asked for usage details.
+fn reply_usage(req: &Request, r: &Reply) -> Usage {
+    let details = req.usage_details.map(|d| {
+        (
+            PromptDetails {
+                cached_tokens: d.cached(req.prompt_tokens),
+                audio_tokens: 0,
+            },
+            CompletionDetails {
+                reasoning_tokens: r.reasoning,
+                audio_tokens: 0,
+                accepted_prediction_tokens: 0,
+                rejected_prediction_tokens: 0,
+            },
+        )
+    });
+    Usage {
+        prompt_tokens: req.prompt_tokens,
+        completion_tokens: r.tokens(),
+        total_tokens: req.prompt_tokens + r.tokens(),
+        prompt_tokens_details: details.as_ref().map(|d| d.0),
+        completion_tokens_details: details.map(|d| d.1),
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -180,6 +224,24 @@ struct Usage {
     prompt_tokens: u64,
     completion_tokens: u64,
     total_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(serde::Serialize, Clone, Copy)]
+struct PromptDetails {
+    cached_tokens: u64,
+    audio_tokens: u64,
+}
+
+#[derive(serde::Serialize, Clone, Copy)]
+struct CompletionDetails {
+    reasoning_tokens: u64,
+    audio_tokens: u64,
+    accepted_prediction_tokens: u64,
+    rejected_prediction_tokens: u64,
 }
 
 #[derive(serde::Serialize)]
@@ -242,11 +304,7 @@ pub fn completion_body(req: &Request, r: &Reply, created: u64, with_usage: bool)
             logprobs: None,
             finish_reason: r.finish_reason(),
         }],
-        usage: with_usage.then(|| Usage {
-            prompt_tokens: req.prompt_tokens,
-            completion_tokens: r.tokens(),
-            total_tokens: req.prompt_tokens + r.tokens(),
-        }),
+        usage: with_usage.then(|| reply_usage(req, r)),
     };
     serde_json::to_vec(&body).expect("a completion serializes")
 }
@@ -279,7 +337,7 @@ pub fn stream_events(req: &Request, r: &Reply, created: u64, with_usage: bool) -
         chunk(json!({"index": 0, "text": "", "logprobs": null, "finish_reason": r.finish_reason()}))
     });
     if with_usage && req.include_usage {
-        out.push(json!({"id": r.id, "object": object, "created": created, "model": req.model, "choices": [], "usage": usage(req.prompt_tokens, r.tokens())}));
+        out.push(json!({"id": r.id, "object": object, "created": created, "model": req.model, "choices": [], "usage": reply_usage(req, r)}));
     }
     out
 }
@@ -428,6 +486,53 @@ mod tests {
             .collect();
         assert_eq!(streamed, a.text());
         assert!(ev.last().unwrap()["usage"].is_null(), "include_usage was not asked");
+    }
+
+    #[test]
+    fn usage_details_follow_the_counting_rule() {
+        let body = |extra: &str| {
+            format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"one two three"}}],"max_tokens":3,"stream_options":{{"include_usage":true}}{extra}}}"#
+            )
+        };
+        let plain = parse(body("").as_bytes(), true).unwrap();
+        let v: Value = serde_json::from_slice(&completion_body(&plain, &reply(1, "d", &plain, 16), 1, true)).unwrap();
+        assert!(v["usage"].get("prompt_tokens_details").is_none(), "{v}");
+        let req = parse(
+            body(r#","sim_usage":{"cached_tokens":3,"reasoning_tokens":5}"#).as_bytes(),
+            true,
+        )
+        .unwrap();
+        let r = reply(1, "d", &req, 16);
+        // Reasoning tokens come on top of the words max_tokens allows.
+        assert_eq!((r.words.len(), r.tokens()), (3, 8));
+        let v: Value = serde_json::from_slice(&completion_body(&req, &r, 1, true)).unwrap();
+        assert_eq!(
+            v["usage"],
+            json!({"prompt_tokens": 4, "completion_tokens": 8, "total_tokens": 12,
+                   "prompt_tokens_details": {"cached_tokens": 3, "audio_tokens": 0},
+                   "completion_tokens_details": {"reasoning_tokens": 5, "audio_tokens": 0,
+                       "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}})
+        );
+        let ev = stream_events(&req, &r, 1, true);
+        assert_eq!(ev.last().unwrap()["usage"], v["usage"]);
+        // At most the whole prompt is cached.
+        let all = parse(body(r#","sim_usage":{"cached_tokens":100}"#).as_bytes(), true).unwrap();
+        let v: Value = serde_json::from_slice(&completion_body(&all, &reply(1, "d", &all, 16), 1, true)).unwrap();
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+        assert_eq!(v["usage"]["completion_tokens_details"]["reasoning_tokens"], 0);
+        for bad in [
+            r#","sim_usage":{"cached":1}"#,
+            r#","sim_usage":{"cached_tokens":-1}"#,
+            r#","sim_usage":3"#,
+        ] {
+            let e = parse(body(bad).as_bytes(), true).unwrap_err();
+            assert_eq!(
+                (e.status, e.body["error"]["param"].as_str()),
+                (400, Some("sim_usage")),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

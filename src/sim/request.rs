@@ -7,6 +7,10 @@
 //! The reply is `min(max_tokens, reply_tokens)` words drawn from a fixed vocabulary by a hash
 //! of (seed, deployment, model, prompt), so completion tokens are the reply's word count. The
 //! same request always gets the same reply and the same usage.
+//!
+//! An OpenAI request may ask for usage details ([`UsageDetails`]): that many of its prompt
+//! tokens (at most all) are reported cached, and that many reasoning tokens are added to its
+//! completion tokens.
 
 use serde_json::Value;
 
@@ -35,6 +39,8 @@ pub struct Request {
     pub cache_prefix: Option<CachePrefix>,
     /// Embeddings only.
     pub embedding: Option<EmbeddingInput>,
+    /// Usage details the request asked the simulator to report (OpenAI dialect), if any.
+    pub usage_details: Option<UsageDetails>,
 }
 
 impl Request {
@@ -57,6 +63,28 @@ pub struct CachePrefix {
 pub struct CacheUse {
     pub read: u64,
     pub creation: u64,
+}
+
+/// Token kinds a provider reports inside its usage that the word rule alone cannot produce:
+/// OpenAI's `prompt_tokens_details.cached_tokens` and `completion_tokens_details.reasoning_tokens`.
+/// A real provider decides them; the simulator reports what it is told, by a fixed rule, so a
+/// ledger knows exactly what the upstream billed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageDetails {
+    /// Prompt tokens reported as read from the provider's cache: this many, at most the prompt.
+    #[serde(default)]
+    pub cached_tokens: u64,
+    /// Hidden reasoning tokens, added to the completion tokens (as OpenAI counts them).
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+}
+
+impl UsageDetails {
+    /// The cached part of a prompt of `prompt_tokens` tokens.
+    pub fn cached(&self, prompt_tokens: u64) -> u64 {
+        self.cached_tokens.min(prompt_tokens)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -151,14 +179,17 @@ pub struct Reply {
     pub id: String,
     /// The request hash every dialect derives its own id format from.
     pub hash: u64,
+    /// Hidden reasoning tokens generated besides the words (counted in [`Reply::tokens`]).
+    pub reasoning: u64,
 }
 
 impl Reply {
     pub fn text(&self) -> String {
         self.words.join(" ")
     }
+    /// Completion tokens: the words, and the reasoning tokens before them.
     pub fn tokens(&self) -> u64 {
-        self.words.len() as u64
+        self.words.len() as u64 + self.reasoning
     }
     pub fn finish_reason(&self) -> &'static str {
         if self.truncated { "length" } else { "stop" }
@@ -191,5 +222,6 @@ pub fn reply(seed: u64, deployment: &str, req: &Request, reply_tokens: u64) -> R
         truncated: req.kind != Kind::Embeddings && req.max_tokens.is_some_and(|m| m < reply_tokens),
         id: format!("{prefix}-{h:016x}"),
         hash: h,
+        reasoning: req.usage_details.map_or(0, |u| u.reasoning_tokens),
     }
 }

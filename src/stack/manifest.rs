@@ -27,6 +27,27 @@ pub struct Manifest {
     pub ledger: LedgerSettings,
     /// The GPU lane (`[gpu]`), when a service plays the vllm role.
     pub gpu: Option<GpuSettings>,
+    /// The router-overhead budget (`[perf]`).
+    pub perf: PerfSettings,
+}
+
+/// How much latency the router may add to a call of the same deployment made directly
+/// before `perf::overhead` fails. Generous by default: shared CI machines are noisy, and
+/// the case is there to catch a gross regression, not a few milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PerfSettings {
+    pub overhead_p50_ms: u64,
+    pub overhead_p99_ms: u64,
+}
+
+impl Default for PerfSettings {
+    fn default() -> Self {
+        Self {
+            overhead_p50_ms: 250,
+            overhead_p99_ms: 1000,
+        }
+    }
 }
 
 /// What the GPU lane's vLLM serves and where the router sends traffic for it. Its values fill
@@ -199,6 +220,8 @@ impl Manifest {
             #[serde(default)]
             ledger: LedgerSettings,
             gpu: Option<GpuSettings>,
+            #[serde(default)]
+            perf: PerfSettings,
         }
         let file: File =
             toml::from_str(text).map_err(|e| RunError::usage(format!("{origin}: invalid manifest: {e}")))?;
@@ -217,6 +240,7 @@ impl Manifest {
             router_config,
             ledger: file.ledger,
             gpu: file.gpu,
+            perf: file.perf,
         };
         m.validate()?;
         Ok(m)
@@ -266,7 +290,21 @@ impl Manifest {
         }
         super::order::levels_of(self.services.iter().map(|(n, s)| (n.as_str(), s.depends_on.as_slice())))
             .map_err(|e| RunError::usage(format!("{}: {e}", self.origin)))?;
-        self.validate_gpu_lane()
+        self.validate_gpu_lane()?;
+        self.validate_perf()
+    }
+
+    /// A zero budget would fail on the first millisecond, and a P99 under the P50 cannot hold.
+    fn validate_perf(&self) -> Result<(), RunError> {
+        let p = &self.perf;
+        if p.overhead_p50_ms == 0 || p.overhead_p99_ms < p.overhead_p50_ms {
+            return Err(RunError::usage(format!(
+                "{}: [perf] overhead_p50_ms = {}, overhead_p99_ms = {}: both must be above 0 and the P99 \
+                 budget at least the P50 one",
+                self.origin, p.overhead_p50_ms, p.overhead_p99_ms
+            )));
+        }
+        Ok(())
     }
 
     /// `[gpu]` and the service playing vllm come together; stand-ins are builtin simulators
@@ -470,6 +508,26 @@ mod tests {
         assert!(matches!(image, super::super::image::ImageSpec::Pinned(_)), "{image:?}");
         let gpu = m.gpu.as_ref().unwrap();
         assert!(gpu.revision.len() == 40 && !gpu.model.is_empty());
+        assert_eq!(m.perf, PerfSettings::default());
+    }
+
+    /// `[perf]` is optional and each budget on its own too; what is given must be usable.
+    #[test]
+    fn perf_budgets_default_and_are_checked() {
+        let head =
+            "[stack]\nrouter = \"a\"\nrouter_config = \"r\"\n[services.a]\ncommand=[\"x\"]\nhealth={redis=true}\n";
+        assert_eq!(parse(head).unwrap().perf, PerfSettings::default());
+        let some = parse(&format!("{head}[perf]\noverhead_p99_ms = 4000\n")).unwrap();
+        assert_eq!((some.perf.overhead_p50_ms, some.perf.overhead_p99_ms), (250, 4000));
+        for (perf, want) in [
+            ("overhead_p50_ms = 0", "both must be above 0"),
+            ("overhead_p50_ms = 500\noverhead_p99_ms = 100", "at least the P50"),
+            ("overhead_ms = 5", "unknown field"),
+            ("overhead_p50_ms = -5", "invalid manifest"),
+        ] {
+            let err = parse(&format!("{head}[perf]\n{perf}\n")).unwrap_err().to_string();
+            assert!(err.contains(want), "{perf}: want {want:?} in {err:?}");
+        }
     }
 
     /// The router config of the default stack routes its GPU group to `${vllm.url}`: without

@@ -118,7 +118,7 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
 /// Why the ledger cannot check what `group` costs, if it cannot: a deployment without a
 /// price in the config (with the lines to add), or priced in a way gauntlet does not
 /// reproduce (naming the keys).
-fn group_price_gate(cfg: &RouterConfig, group: &str) -> Option<String> {
+pub(crate) fn group_price_gate(cfg: &RouterConfig, group: &str) -> Option<String> {
     cfg.deployments_of(group).into_iter().find_map(|d| match &d.pricing {
         Pricing::Priced(_) => None,
         Pricing::Unpriced => Some(format!(
@@ -233,6 +233,7 @@ async fn bill(c: &Ctx, group: &str, tenant: &Tag, prompt: &str, stream: bool) ->
         completion_tokens: Some(served.completion_tokens),
         cache_read_tokens: Some(served.cache_read_input_tokens),
         cache_creation_tokens: Some(served.cache_creation_input_tokens),
+        reasoning_tokens: None,
         cost: None,
     };
     let payload = c
@@ -248,19 +249,25 @@ async fn bill(c: &Ctx, group: &str, tenant: &Tag, prompt: &str, stream: bool) ->
         router,
         payload,
     };
-    let deployment = billed.upstream.deployment.clone().unwrap_or_default();
-    let (p, comp) = (served.prompt_tokens, served.completion_tokens);
-    c.bill(Entry {
-        case: c.case.clone(),
-        request: billed.request.to_string(),
-        tenant: tenant.to_string(),
-        deployment: deployment.clone(),
-        prompt_tokens: p,
-        completion_tokens: comp,
-        expected_cost: c.prices.cost(&deployment, Tokens::new(p, comp)).unwrap_or(0.0),
-        router_cost: billed.router.cost,
-    });
+    c.bill(entry(c, &billed.request, tenant, &billed.upstream, billed.router.cost));
     Ok(billed)
+}
+
+/// The run's ledger line of one request: the upstream's counts, the table's price for them
+/// (cached and reasoning tokens at their own prices).
+pub(crate) fn entry(c: &Ctx, request: &Tag, tenant: &Tag, upstream: &View, router_cost: Option<f64>) -> Entry {
+    let deployment = upstream.deployment.clone().unwrap_or_default();
+    let tokens = upstream.tokens().unwrap_or_default();
+    Entry {
+        case: c.case.clone(),
+        request: request.to_string(),
+        tenant: tenant.to_string(),
+        expected_cost: c.prices.cost(&deployment, tokens).unwrap_or(0.0),
+        deployment,
+        prompt_tokens: tokens.prompt,
+        completion_tokens: tokens.completion,
+        router_cost,
+    }
 }
 
 /// Fails with every disagreement among the three sources, request by request.

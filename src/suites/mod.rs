@@ -4,12 +4,18 @@
 pub mod caching;
 mod catalog;
 pub mod conformance;
+pub mod cooldown;
 pub mod fallbacks;
 pub mod gpu;
 pub mod ledger;
+pub mod limits;
+pub mod perf;
+pub mod pricing;
 pub mod routing;
 pub mod secrets;
+pub mod security;
 pub mod smoke;
+pub mod streaming;
 pub mod support;
 
 pub use catalog::all;

@@ -108,3 +108,163 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// One reply of Redis' protocol (RESP2), as far as the suites read it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resp {
+    Nil,
+    Int(i64),
+    Text(String),
+    List(Vec<Resp>),
+}
+
+impl Resp {
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Self::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// One command to the stack's Redis (what LiteLLM shares between routers: cooldowns, usage
+/// counters), bounded: the suites read the router's state from it, never write.
+pub async fn redis(c: &Ctx, args: &[&str]) -> anyhow::Result<Resp> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let url = c
+        .endpoints
+        .url_of(crate::stack::role::Role::Redis)
+        .ok_or_else(|| anyhow::anyhow!("this case reads the router's state in Redis, and the target has none"))?;
+    let hp = url.trim_start_matches("redis://").trim_end_matches('/').to_owned();
+    let mut cmd = format!("*{}\r\n", args.len());
+    for a in args {
+        cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    fn read<'a>(
+        r: &'a mut BufReader<tokio::net::TcpStream>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Resp>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut line = String::new();
+            r.read_line(&mut line).await?;
+            let line = line.trim_end_matches("\r\n");
+            let (kind, rest) = line.split_at(line.len().min(1));
+            let n = || {
+                rest.parse::<i64>()
+                    .map_err(|_| anyhow::anyhow!("redis answered {line:?}"))
+            };
+            Ok(match kind {
+                "+" => Resp::Text(rest.to_owned()),
+                "-" => anyhow::bail!("redis refused the command: {rest}"),
+                ":" => Resp::Int(n()?),
+                "$" if n()? < 0 => Resp::Nil,
+                "$" => {
+                    let mut buf = vec![0u8; n()? as usize + 2];
+                    r.read_exact(&mut buf).await?;
+                    buf.truncate(buf.len() - 2);
+                    Resp::Text(String::from_utf8_lossy(&buf).into_owned())
+                }
+                "*" if n()? < 0 => Resp::Nil,
+                "*" => {
+                    let mut items = Vec::new();
+                    for _ in 0..n()? {
+                        items.push(read(r).await?);
+                    }
+                    Resp::List(items)
+                }
+                _ => anyhow::bail!("redis answered {line:?}"),
+            })
+        })
+    }
+    let io = async {
+        let mut s = tokio::net::TcpStream::connect(&hp).await?;
+        s.write_all(cmd.as_bytes()).await?;
+        read(&mut BufReader::new(s)).await
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), io)
+        .await
+        .map_err(|_| anyhow::anyhow!("redis at {hp}: no answer to {} within 5s", args[0]))?
+}
+
+/// A cooldown as LiteLLM wrote it to `deployment:<id>:cooldown` (a Python dict's repr:
+/// `{'exception_received': …, 'status_code': '500', 'timestamp': 1795…, 'cooldown_time': 3}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cooldown {
+    /// When it started (Unix seconds, the router's clock).
+    pub since_s: f64,
+    /// How long it was set for.
+    pub length_s: f64,
+    /// The status of the failure that started it.
+    pub status: String,
+    /// What Redis has left of it (`PTTL`).
+    pub left_ms: i64,
+}
+
+impl Cooldown {
+    /// Reads the value; `None` when it is not LiteLLM's shape.
+    pub fn parse(value: &str, left_ms: i64) -> Option<Self> {
+        let field = |name: &str| {
+            let at = value.find(&format!("'{name}': "))? + name.len() + 4;
+            let rest = &value[at..];
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            Some(rest[..end].trim().trim_matches('\'').to_owned())
+        };
+        Some(Self {
+            since_s: field("timestamp")?.parse().ok()?,
+            length_s: field("cooldown_time")?.parse().ok()?,
+            status: field("status_code").unwrap_or_default(),
+            left_ms,
+        })
+    }
+
+    /// When it ends (Unix milliseconds).
+    pub fn until_ms(&self) -> u64 {
+        ((self.since_s + self.length_s) * 1000.0) as u64
+    }
+
+    pub fn since_ms(&self) -> u64 {
+        (self.since_s * 1000.0) as u64
+    }
+}
+
+/// The cooldown LiteLLM keeps in Redis for deployment `id` right now, if any.
+pub async fn cooldown_of(c: &Ctx, id: &str) -> anyhow::Result<Option<Cooldown>> {
+    let key = format!("deployment:{id}:cooldown");
+    let Resp::Text(value) = redis(c, &["GET", &key]).await? else {
+        return Ok(None);
+    };
+    let left = match redis(c, &["PTTL", &key]).await? {
+        Resp::Int(ms) => ms,
+        other => anyhow::bail!("redis answered {other:?} to PTTL {key}"),
+    };
+    if left < 0 {
+        return Ok(None);
+    }
+    Cooldown::parse(&value, left)
+        .map(Some)
+        .ok_or_else(|| anyhow::anyhow!("{key} holds {value:?}, not the cooldown LiteLLM writes"))
+}
+
+/// Polls Redis until deployment `id` is cooling down, for at most `bound` (LiteLLM writes the
+/// cooldown from a failure callback, a moment after the failed reply).
+pub async fn wait_for_cooldown(c: &Ctx, id: &str, bound: std::time::Duration) -> anyhow::Result<Option<Cooldown>> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(cd) = cooldown_of(c, id).await? {
+            return Ok(Some(cd));
+        }
+        if start.elapsed() >= bound {
+            return Ok(None);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits, bounded, until none of `ids` is cooling down in Redis (a cooldown another case or
+/// an earlier step caused ends by its own deadline; nothing ends it sooner).
+pub async fn until_no_cooldown(c: &Ctx, ids: &[String], bound: std::time::Duration) -> anyhow::Result<()> {
+    let redis = c
+        .endpoints
+        .url_of(crate::stack::role::Role::Redis)
+        .ok_or_else(|| anyhow::anyhow!("this case reads the router's state in Redis, and the target has none"))?;
+    crate::runner::locks::drain_cooldowns(redis, ids, bound).await.map(drop)
+}
