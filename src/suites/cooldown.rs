@@ -222,6 +222,8 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
                     ),
             );
         }
+        let unmodelled = unmodelled(cfg, &group);
+        let mut mine: Vec<Case> = mine.into_iter().map(|c| c.ignore_if(unmodelled.clone())).collect();
         // The group's cases hold it one after another: the longest go first, so the chain
         // never idles waiting for a long case's turn to come near the end of the run, and
         // retry_after, whose short cooldown leaves LiteLLM's failure count behind it, goes last
@@ -236,6 +238,35 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
         out.extend(mine);
     }
     out
+}
+
+/// Why these cases cannot promise anything for `group`, if they cannot. They were measured on
+/// OpenAI-compatible deployments under simple-shuffle; elsewhere LiteLLM 1.100.5 was seen to
+/// map the same upstream faults to other exceptions (a reset at an Azure deployment: not
+/// cooled down) and to cool down differently (latency-based routing: 500s and timeouts not
+/// cooled, failures spread by the strategy), so a failure there would blame the user's config
+/// for what gauntlet does not model.
+fn unmodelled(cfg: &RouterConfig, group: &str) -> Option<String> {
+    use crate::config::provider::Provider;
+    if cfg.strategy != crate::config::routing::Strategy::SimpleShuffle {
+        return Some(format!(
+            "cooldown per error class is modelled under simple-shuffle only; this config routes with {}",
+            cfg.strategy
+        ));
+    }
+    let other: Vec<String> = cfg
+        .deployments_of(group)
+        .iter()
+        .filter(|d| !matches!(d.provider, Provider::OpenAi | Provider::HostedVllm))
+        .map(|d| format!("{} ({})", d.id, d.provider))
+        .collect();
+    (!other.is_empty()).then(|| {
+        format!(
+            "cooldown per error class is modelled for OpenAI-compatible deployments only; {} map upstream \
+             faults to other exceptions in LiteLLM 1.100.5 (a reset at an Azure deployment was not cooled down)",
+            other.join(", ")
+        )
+    })
 }
 
 /// Why the failures needed before a cooldown cannot be told from the config, if they cannot.
