@@ -393,6 +393,7 @@ mod tests {
             SimConfig {
                 seed: 7,
                 deployments: vec![DeploymentSpec::named("a")],
+                ..SimConfig::default()
             },
             "127.0.0.1:0".parse().unwrap(),
         )
@@ -415,5 +416,63 @@ mod tests {
         // The strict reader still fails on a break, as its callers expect.
         let err = client.chat_stream(&body).await.unwrap_err().to_string();
         assert!(err.contains("stream broke after 3 chunks"), "{err}");
+    }
+    /// Emoji (ZWJ, skin tone, flag, keycap), CJK, Arabic and combining marks, served one byte
+    /// per network write with `\r\n` line ends: every code point is split across writes, and
+    /// the client must reassemble the text exactly.
+    #[tokio::test]
+    async fn a_stream_delivered_one_byte_per_chunk_reassembles_exactly() {
+        use axum::body::{Body, Bytes};
+        let pieces = [
+            "路由",
+            "器は",
+            " 👩🏽\u{200d}💻",
+            " 🇯🇵",
+            " 1\u{fe0f}\u{20e3}",
+            " مرحبا",
+            " e\u{301}te\u{301}",
+            "。",
+        ];
+        let mut wire = String::new();
+        for p in pieces {
+            let chunk = json!({"choices": [{"index": 0, "delta": {"content": p}}]});
+            wire.push_str(&format!("data: {chunk}\r\n\r\n"));
+        }
+        wire.push_str(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\r\n\r\ndata: [DONE]\r\n\r\n",
+        );
+        let bytes: Vec<u8> = wire.into_bytes();
+        let writes = bytes.len();
+        let app = axum::Router::new().route(
+            "/v1/chat/completions",
+            axum::routing::post(move || {
+                let bytes = bytes.clone();
+                async move {
+                    // Pending between bytes, so the server flushes each one on its own.
+                    let one_by_one = futures_util::stream::unfold(bytes.into_iter(), |mut rest| async move {
+                        let b = rest.next()?;
+                        tokio::task::yield_now().await;
+                        Some((Ok::<_, std::io::Error>(Bytes::from(vec![b])), rest))
+                    });
+                    ([("content-type", "text/event-stream")], Body::from_stream(one_by_one))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = RouterClient::new(&format!("http://{addr}"), None);
+        let s = client
+            .chat_stream(&json!({"model": "m", "messages": []}))
+            .await
+            .unwrap();
+        server.abort();
+        assert!(s.looks_complete(), "{}", s.ending());
+        assert_eq!(
+            s.content(),
+            pieces.concat(),
+            "reassembled from {writes} one-byte writes"
+        );
+        assert!(!s.content().contains('\u{fffd}'));
     }
 }

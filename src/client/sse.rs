@@ -199,6 +199,29 @@ mod tests {
     }
 
     /// The examples of the HTML standard's §9.2.6.
+    /// A whole OpenAI stream of emoji, CJK, RTL and combining text fed one byte at a time.
+    #[test]
+    fn a_stream_fed_one_byte_at_a_time_reassembles_exactly() {
+        let pieces = ["路由器は", " 👩🏽\u{200d}💻 🇯🇵", " مرحبا", " e\u{301}te\u{301}。"];
+        let mut wire = Vec::new();
+        for p in pieces {
+            let chunk = serde_json::json!({"choices": [{"delta": {"content": p}}]});
+            wire.extend_from_slice(format!("data: {chunk}\r\n\r\n").as_bytes());
+        }
+        wire.extend_from_slice(b"data: [DONE]\r\n\r\n");
+        let one_byte_each: Vec<&[u8]> = wire.chunks(1).collect();
+        let events = payloads(&one_byte_each);
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        let text: String = events[..events.len() - 1]
+            .iter()
+            .map(|e| {
+                let v: serde_json::Value = serde_json::from_str(e).unwrap();
+                v["choices"][0]["delta"]["content"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(text, pieces.concat());
+    }
+
     #[test]
     fn spec_examples() {
         let one = |s: &str| payloads(&[s.as_bytes()]);

@@ -62,7 +62,7 @@ pub struct Deployment {
     pub id: String,
     /// `model_name`: the group clients ask for.
     pub group: String,
-    /// The simulator deployment behind it (`${sim.url}/d/<name>/…`), if any.
+    /// The simulator deployment behind it (`${<sim service>.url}/d/<name>/…`), if any.
     pub sim: Option<String>,
     pub provider: Provider,
     pub mode: Mode,
@@ -690,12 +690,24 @@ fn value_str(v: &Value) -> Option<String> {
     }
 }
 
-/// `${sim.url}/d/primary/v1` (or a rendered `http://…/d/primary/v1`, or an Azure/Anthropic
-/// base `…/d/primary`) → `primary`.
+/// The simulator deployment an `api_base` points at: `${<service>.url}/d/<name>` and what
+/// follows (`/v1` for OpenAI; nothing for Azure and Anthropic) → `<name>`. Gauntlet reads the
+/// router config before rendering it, so an address on the simulator is exactly its own base
+/// URL template followed by `/d/<name>`; any other `api_base` — a real gateway's
+/// `https://gw.corp/d/openai/v1` included — is not on the simulator.
 fn sim_deployment(api_base: &str) -> Option<String> {
-    let rest = api_base.split("/d/").nth(1)?;
-    let name = rest.split('/').next()?;
-    (!name.is_empty()).then(|| name.to_owned())
+    let inner = api_base.strip_prefix("${")?;
+    let (placeholder, path) = inner.split_once('}')?;
+    let service = placeholder.strip_suffix(".url")?;
+    if service.is_empty() || service.contains(['$', '{', '/']) || !path.starts_with("/d/") {
+        return None;
+    }
+    // The path as a URL reads it, on a stand-in origin.
+    let url = url::Url::parse(&format!("http://simulator.invalid{path}")).ok()?;
+    let mut segments = url.path_segments()?;
+    let (d, name) = (segments.next()?, segments.next()?);
+    let name = percent_encoding::percent_decode_str(name).decode_utf8().ok()?;
+    (d == "d" && !name.is_empty() && url.query().is_none() && url.fragment().is_none()).then(|| name.into_owned())
 }
 
 #[cfg(test)]
@@ -704,6 +716,34 @@ mod tests {
 
     fn cfg(text: &str) -> RouterConfig {
         RouterConfig::parse("r.yaml", text).unwrap()
+    }
+
+    /// The old code split at the first `/d/` anywhere: a real gateway's `api_base` was taken
+    /// for the simulator's deployment `openai` (and its faults and counts looked for there).
+    #[test]
+    fn only_the_simulators_own_template_is_a_sim_deployment() {
+        for (base, sim) in [
+            ("${sim.url}/d/primary/v1", Some("primary")),
+            ("${sim.url}/d/primary", Some("primary")),
+            ("${sim.url}/d/primary/", Some("primary")),
+            ("${sim.url}/d/a b/v1", Some("a b")),
+            ("${router.url}/d/default/v1", Some("default")),
+            ("https://gw.corp/d/openai/v1", None),
+            ("http://127.0.0.1:7001/d/primary/v1", None),
+            ("https://gw.corp/api/${sim.url}/d/x", None),
+            ("${sim.url}/v1", None),
+            ("${sim.url}/d//v1", None),
+            ("${sim.url}/x/d/a/v1", None),
+            ("${sim.host}/d/a", None),
+            ("${vllm.url}/v1", None),
+        ] {
+            assert_eq!(sim_deployment(base).as_deref(), sim, "{base}");
+        }
+        let c = cfg("model_list:\n\
+                     - {model_name: a, litellm_params: {model: openai/x, api_base: 'https://gw.corp/d/openai/v1'}, model_info: {id: a1}}\n\
+                     - {model_name: b, litellm_params: {model: openai/x, api_base: '${sim.url}/d/b1/v1'}, model_info: {id: b1}}\n");
+        assert_eq!(c.deployment("a1").unwrap().sim, None);
+        assert_eq!(c.sim_deployments(), ["b1"]);
     }
 
     #[test]

@@ -459,7 +459,9 @@ fn mark_ambiguous(v: &Value, quoted: &mut Vec<String>) -> Value {
 /// Whether PyYAML's implicit resolvers could read this plain scalar as something other than
 /// a string. Errs towards yes: quoting a string never changes it.
 fn yaml11_non_string(s: &str) -> bool {
-    const WORDS: &[&str] = &["yes", "no", "on", "off", "true", "false", "null", "~", ""];
+    // `=` and `<<` are PyYAML's value and merge tags: safe_load has no constructor for either
+    // as a plain scalar (ConstructorError), so they are quoted too.
+    const WORDS: &[&str] = &["yes", "no", "on", "off", "true", "false", "null", "~", "", "=", "<<"];
     if WORDS.contains(&s.to_ascii_lowercase().as_str()) {
         return true;
     }
@@ -574,6 +576,22 @@ mod tests {
         );
         let back: Value = serde_yaml::from_str(&text.replace("${redis.port}", "1")).unwrap();
         assert_eq!(back["api_version"], "2024-10-21");
+    }
+
+    /// serde_yaml writes `=` and `<<` plain; PyYAML resolves them to its value and merge tags
+    /// and safe_load fails on the document ("could not determine a constructor").
+    #[test]
+    fn value_and_merge_indicators_are_written_quoted() {
+        let mut v = serde_yaml::Mapping::new();
+        v.insert("op".into(), "=".into());
+        v.insert("m".into(), "<<".into());
+        v.insert("<<".into(), "x".into());
+        v.insert("=".into(), "y".into());
+        let text = to_pyyaml(&Value::Mapping(v.clone()));
+        for line in ["op: '='", "m: '<<'", "'<<': x", "'=': y"] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+        }
+        assert_eq!(serde_yaml::from_str::<Value>(&text).unwrap(), Value::Mapping(v));
     }
 
     #[test]

@@ -84,6 +84,8 @@ enum Command {
 enum Bench {
     /// Simulator throughput next to a bare constant-body handler.
     Sim(crate::sim::BenchArgs),
+    /// The SSE decoder on generated streams of growing size (time per MB should stay flat).
+    Sse(crate::client::bench::SseBenchArgs),
 }
 
 /// Whether `word`, the first argument, is for [`Cli`] rather than libtest: one of its
@@ -142,6 +144,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
         Command::Images(a) => block_on(crate::stack::image::images_cli(a)),
         Command::Sim(a) => block_on(crate::sim::serve_cli(a)),
         Command::Bench { what: Bench::Sim(a) } => block_on(crate::sim::bench_cli(a)),
+        Command::Bench { what: Bench::Sse(a) } => crate::client::bench::bench_cli(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -207,33 +210,23 @@ fn run_tests(argv: Vec<String>, bin_name: &'static str) -> ExitCode {
 /// A first argument that is not a subcommand is a test filter, as in libtest. When it looks
 /// like a mistyped subcommand (`gauntlet mirorr ...`), say so on stderr; the run goes on.
 fn note_near_subcommand(word: &str) {
-    if word.len() < 3 || word.starts_with('-') || word.contains(':') {
-        return;
-    }
-    let cmd = Cli::command();
-    let near = cmd
-        .get_subcommands()
-        .flat_map(|s| std::iter::once(s.get_name()).chain(s.get_all_aliases()))
-        .find(|name| name.len() >= 3 && edit_distance(word, name) <= 2);
-    if let Some(name) = near {
+    if let Some(name) = near_subcommand(word) {
         eprintln!(
             "gauntlet: note: {word:?} is not a subcommand, so it runs as a test filter; did you mean `gauntlet {name}`?"
         );
     }
 }
 
-/// Levenshtein distance, for [`note_near_subcommand`].
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
+/// The subcommand (or alias) within two edits of `word`, if one is.
+fn near_subcommand(word: &str) -> Option<String> {
+    if word.len() < 3 || word.starts_with('-') || word.contains(':') {
+        return None;
     }
-    prev[b.len()]
+    let cmd = Cli::command();
+    cmd.get_subcommands()
+        .flat_map(|s| std::iter::once(s.get_name()).chain(s.get_all_aliases()))
+        .find(|name| name.len() >= 3 && strsim::levenshtein(word, name) <= 2)
+        .map(str::to_owned)
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
@@ -260,4 +253,18 @@ fn mirror(config: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()>
         out.join("gauntlet.toml").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_subcommands_are_two_edits_away() {
+        assert_eq!(near_subcommand("mirorr").as_deref(), Some("mirror"));
+        assert_eq!(near_subcommand("compsoe").as_deref(), Some("compose"));
+        assert_eq!(near_subcommand("smoke::chat"), None);
+        assert_eq!(near_subcommand("zzzzzzzz"), None);
+        assert_eq!(near_subcommand("mi"), None);
+    }
 }

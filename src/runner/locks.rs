@@ -78,22 +78,11 @@ impl Locks {
     }
 
     fn file(&self, group: &str, kind: &str) -> std::io::Result<File> {
-        let safe: String = group
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        // Different groups may map to one file name; sharing a lock is only ever stricter.
         File::options()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(self.dir.join(format!("{safe}.{kind}")))
+            .open(self.dir.join(format!("{}.{kind}", slug(group))))
     }
 
     /// Takes every lock of `claims` (blocking; call from a blocking thread), bounded.
@@ -149,6 +138,26 @@ impl Locks {
         }
         Ok(Held { _files: files })
     }
+}
+
+/// A group's lock-file name: readable (its safe characters, shortened) and one per group
+/// name — the hash of the exact name tells apart `gpt-4.1` and `gpt-4_1`, which must not share
+/// a file: a case claiming both would otherwise wait on its own lock until the wait bound.
+fn slug(group: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let safe: String = group
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    let digest = Sha256::digest(group.as_bytes());
+    format!("{safe}-{}", hex::encode(&digest[..8]))
 }
 
 /// Waits until none of `deployment_ids` is cooling down in the router's Redis, bounded by
@@ -244,6 +253,33 @@ mod tests {
         }
         .resolve(|g| g == "pair");
         assert_eq!((c.uses, c.owns), (vec!["lone".to_owned()], vec!["pair".to_owned()]));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The old mapping turned every unsafe character into `_`: `gpt-4.1` and `gpt-4_1` shared
+    /// one file, and a case owning one and using the other waited on itself until the bound.
+    #[test]
+    fn distinct_groups_never_share_a_lock_file() {
+        assert_ne!(slug("gpt-4.1"), slug("gpt-4_1"));
+        assert_ne!(slug("a/b"), slug("a:b"));
+        assert_eq!(slug("gpt-4.1"), slug("gpt-4.1"));
+        assert!(slug("gpt-4.1").starts_with("gpt-4_1-"), "{}", slug("gpt-4.1"));
+        assert!(slug(&"x".repeat(500)).len() < 100);
+        let dir = std::env::temp_dir().join(format!("gauntlet-locks-{}", crate::random::random_hex(4)));
+        let locks = Locks::new(&dir).unwrap();
+        let claims = Claims {
+            uses: vec!["gpt-4_1".into()],
+            owns: vec!["gpt-4.1".into()],
+            ..Claims::default()
+        };
+        let l = locks.clone();
+        let t = std::thread::spawn(move || l.acquire(&claims).map(drop));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !t.is_finished() {
+            assert!(Instant::now() < deadline, "a case waited on its own lock");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        t.join().unwrap().unwrap();
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -10,7 +10,9 @@ use serde_json::{Map, Value, json};
 
 use super::model::Fault;
 use super::openai::Refusal;
-use super::request::{CachePrefix, CacheUse, Kind, Reply, Request, fnv, type_name, words};
+use super::request::{CachePrefix, CacheUse, Kind, Reply, Request, fnv, type_name};
+use super::text::Charset;
+use super::tokenizer::{Tokenizer, TokenizerMap};
 
 /// Anthropic's error body.
 pub fn error_body(kind: &str, message: &str) -> Value {
@@ -120,8 +122,9 @@ fn turns(obj: &Map<String, Value>) -> Result<Vec<Turn>, Refusal> {
     Ok(out)
 }
 
-/// The prefix up to the last block carrying `cache_control`, if any does.
-fn cache_prefix(model: &str, turns: &[Turn]) -> Option<CachePrefix> {
+/// The prefix up to the last block carrying `cache_control`, if any does; its tokens are its
+/// turns' by the chat rule (without the reply priming).
+fn cache_prefix(model: &str, tokenizer: Tokenizer, turns: &[Turn]) -> Option<CachePrefix> {
     let marked = |b: &Value| b.get("cache_control").is_some_and(|c| !c.is_null());
     let (t_end, b_end) = turns
         .iter()
@@ -144,7 +147,9 @@ fn cache_prefix(model: &str, turns: &[Turn]) -> Option<CachePrefix> {
                 b
             })
             .collect();
-        tokens += blocks.iter().map(|b| words(&block_text(b))).sum::<u64>() + 1;
+        let texts: Vec<String> = blocks.iter().map(block_text).collect();
+        let parts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        tokens += tokenizer.message_tokens(&turn.role, None, &parts);
         canon.push(json!([turn.role, blocks]));
     }
     let canon = serde_json::to_vec(&canon).unwrap_or_default();
@@ -154,8 +159,29 @@ fn cache_prefix(model: &str, turns: &[Turn]) -> Option<CachePrefix> {
     })
 }
 
-/// Parses a Messages request.
+/// Parses a Messages request, counting by the tokenizer of the model's family.
 pub fn parse(body: &[u8]) -> Result<Request, Refusal> {
+    parse_with(body, &TokenizerMap::new())
+}
+
+/// `sim_charset`, as in the OpenAI dialect, refused with Anthropic's wording.
+fn charset(obj: &Map<String, Value>) -> Result<Option<Charset>, Refusal> {
+    let bad = || {
+        invalid(format!(
+            "sim_charset: Input should be one of {} (the simulator's reply charsets)",
+            Charset::NAMES
+        ))
+    };
+    match obj.get("sim_charset") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| bad()),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// Parses a Messages request, counting by the tokenizer `tokenizers` names for its model, else
+/// its family's. Every turn (the system prompt is one) counts by the chat rule, as OpenAI's.
+pub fn parse_with(body: &[u8], tokenizers: &TokenizerMap) -> Result<Request, Refusal> {
     let v: Value = serde_json::from_slice(body).map_err(|e| invalid(format!("request body is not valid JSON: {e}")))?;
     let Value::Object(obj) = v else {
         return Err(invalid(format!(
@@ -187,16 +213,22 @@ pub fn parse(body: &[u8]) -> Result<Request, Refusal> {
         Some(Some(Value::String(u))) => Some(u.clone()),
         Some(Some(_)) => return Err(invalid("metadata.user_id: Input should be a valid string".into())),
     };
+    let charset = charset(&obj)?;
+    let tokenizer = Tokenizer::resolve(tokenizers, &model);
     let turns = turns(&obj)?;
-    let texts: Vec<String> = turns
-        .iter()
-        .map(|t| t.blocks.iter().map(block_text).collect::<Vec<_>>().join(" "))
-        .collect();
+    let mut prompt_tokens = tokenizer.reply_priming();
+    let mut texts = Vec::with_capacity(turns.len());
+    for t in &turns {
+        let blocks: Vec<String> = t.blocks.iter().map(block_text).collect();
+        let parts: Vec<&str> = blocks.iter().map(String::as_str).collect();
+        prompt_tokens += tokenizer.message_tokens(&t.role, None, &parts);
+        texts.push(parts.join(" "));
+    }
     Ok(Request {
         kind: Kind::Chat,
-        prompt_tokens: texts.iter().map(|t| words(t) + 1).sum(),
+        prompt_tokens,
         text: texts.join("\n"),
-        cache_prefix: cache_prefix(&model, &turns),
+        cache_prefix: cache_prefix(&model, tokenizer, &turns),
         model,
         max_tokens: Some(max_tokens),
         stream,
@@ -204,7 +236,11 @@ pub fn parse(body: &[u8]) -> Result<Request, Refusal> {
         user,
         metadata,
         embedding: None,
+        // `sim_usage` is OpenAI-only: an Anthropic request's is ignored, as before.
         usage_details: None,
+        omit_usage: false,
+        charset,
+        tokenizer,
     })
 }
 
@@ -259,14 +295,14 @@ pub fn stream_frames(req: &Request, r: &Reply, cache: CacheUse, with_usage: bool
         message["usage"] = usage(req, cache, 1);
         delta["usage"] = json!({"output_tokens": r.tokens()});
     }
-    let mut out = Vec::with_capacity(r.words.len() + 6);
+    let pieces = r.pieces();
+    let mut out = Vec::with_capacity(pieces.len() + 6);
     out.push(frame(json!({"type": "message_start", "message": message})));
     out.push(frame(
         json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
     ));
     out.push(frame(json!({"type": "ping"})));
-    for (i, w) in r.words.iter().enumerate() {
-        let piece = if i == 0 { (*w).to_owned() } else { format!(" {w}") };
+    for piece in pieces {
         out.push(frame(
             json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
         ));
@@ -362,6 +398,35 @@ mod tests {
         .unwrap();
         assert_eq!(moved.cache_prefix.unwrap().tokens, 4);
         assert_ne!(moved.cache_prefix.unwrap().key, p.key);
+    }
+
+    #[test]
+    fn bpe_counts_every_turn_by_the_chat_rule_and_the_prefix_too() {
+        let map: TokenizerMap = [("c".to_owned(), Tokenizer::O200kBase)].into();
+        let body = br#"{"model":"c","max_tokens":9,
+            "system":[{"type":"text","text":"be brief","cache_control":{"type":"ephemeral"}}],
+            "messages":[{"role":"user","content":[{"type":"text","text":"hello world"}]}],
+            "sim_charset":"rtl"}"#;
+        let req = parse_with(body, &map).unwrap();
+        assert_eq!((req.tokenizer, req.charset), (Tokenizer::O200kBase, Some(Charset::Rtl)));
+        // system: 3 + "system" 1 + "be brief" 2; user: 3 + 1 + 2; priming 3.
+        assert_eq!(req.prompt_tokens, 6 + 6 + 3);
+        assert_eq!(req.cache_prefix.unwrap().tokens, 6);
+        let words = parse(body).unwrap();
+        assert_eq!((words.prompt_tokens, words.cache_prefix.unwrap().tokens), (3 + 3, 3));
+        for bad in [r#""klingon""#, "7"] {
+            let text = String::from_utf8_lossy(body).replace(r#""rtl""#, bad);
+            let r = parse(text.as_bytes()).unwrap_err();
+            assert_eq!(
+                (r.status, r.body["error"]["type"].as_str()),
+                (400, Some("invalid_request_error"))
+            );
+            let msg = r.body["error"]["message"].as_str().unwrap();
+            assert!(
+                msg.starts_with("sim_charset:") && msg.contains("ascii, cjk, emoji, rtl, combining"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

@@ -98,6 +98,7 @@ pub async fn bench_cli(args: BenchArgs) -> anyhow::Result<()> {
         SimConfig {
             seed: 0,
             deployments: vec![DeploymentSpec::named("default")],
+            ..SimConfig::default()
         },
         "127.0.0.1:0".parse()?,
     )

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::model::Fault;
 use super::openai::{self, Refusal};
 use super::request::{CacheUse, Kind, Reply, Request};
+use super::tokenizer::TokenizerMap;
 use super::{anthropic, embeddings};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -59,10 +60,12 @@ impl Dialect {
         }
     }
 
-    pub fn parse(&self, body: &[u8]) -> Result<Request, Refusal> {
+    /// Parses a request, counting its tokens by the tokenizer `tokenizers` names for its model,
+    /// else its family's.
+    pub fn parse(&self, body: &[u8], tokenizers: &TokenizerMap) -> Result<Request, Refusal> {
         match self {
-            Self::OpenAi(Kind::Embeddings) => embeddings::parse(body, None),
-            Self::OpenAi(k) => openai::parse(body, *k == Kind::Chat),
+            Self::OpenAi(Kind::Embeddings) => embeddings::parse(body, None, tokenizers),
+            Self::OpenAi(k) => openai::parse_for(body, *k == Kind::Chat, None, tokenizers),
             Self::Azure {
                 kind,
                 deployment,
@@ -72,11 +75,11 @@ impl Dialect {
                     return Err(openai::azure_missing_api_version());
                 }
                 match kind {
-                    Kind::Embeddings => embeddings::parse(body, deployment.as_deref()),
-                    k => openai::parse_for(body, *k == Kind::Chat, deployment.as_deref()),
+                    Kind::Embeddings => embeddings::parse(body, deployment.as_deref(), tokenizers),
+                    k => openai::parse_for(body, *k == Kind::Chat, deployment.as_deref(), tokenizers),
                 }
             }
-            Self::Anthropic => anthropic::parse(body),
+            Self::Anthropic => anthropic::parse_with(body, tokenizers),
         }
     }
 
@@ -577,6 +580,246 @@ mod tests {
         assert!(
             j.iter()
                 .all(|e| e.path == "/v1/embeddings" && e.completion_tokens == 0 && e.outcome.is_ok())
+        );
+        s.shutdown().await;
+    }
+
+    /// A simulator whose deployment `j` writes CJK unless asked otherwise, and that counts
+    /// `m-o200k` and `m-cl100k` with those encodings (any other test model by the word rule).
+    async fn text_sim() -> crate::sim::SimHandle {
+        use crate::sim::{Charset, DeploymentSpec, SimConfig, Tokenizer};
+        let mut j = DeploymentSpec::named("j");
+        j.charset = Charset::Cjk;
+        crate::sim::testkit::sim_with(SimConfig {
+            seed: 7,
+            deployments: vec![DeploymentSpec::named("a"), j],
+            tokenizers: [
+                ("m-o200k".to_owned(), Tokenizer::O200kBase),
+                ("m-cl100k".to_owned(), Tokenizer::Cl100kBase),
+            ]
+            .into(),
+        })
+        .await
+    }
+
+    /// The text of a stream's deltas, piece by piece.
+    fn deltas(text: &str) -> Vec<String> {
+        sse(text)
+            .iter()
+            .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|c| {
+                c.pointer("/choices/0/delta/content")
+                    .or_else(|| c.pointer("/delta/text"))
+                    .and_then(Value::as_str)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_charset_reaches_the_client_counted_by_the_models_tokenizer() {
+        use crate::sim::{Charset, Tokenizer, fnv};
+        let s = text_sim().await;
+        let url = format!("{}/d/a/v1/chat/completions", s.url());
+        let prompt = "請 route this 👩🏽‍💻 مرحبا";
+        let mut n = 0;
+        for (model, t) in [
+            ("m-words", Tokenizer::Words),
+            ("m-o200k", Tokenizer::O200kBase),
+            ("m-cl100k", Tokenizer::Cl100kBase),
+        ] {
+            for cs in Charset::ALL {
+                let what = format!("{model} {cs}");
+                let body =
+                    json!({"model": model, "messages": [{"role": "user", "content": prompt}], "sim_charset": cs});
+                let (status, v) = json_of(post(&url, &body, &[]).await).await;
+                assert_eq!(status, 200, "{what}: {v}");
+                let content = v["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+                assert!(cs == Charset::Ascii || !content.is_ascii(), "{what}: {content}");
+                let (prompt_tokens, completion) = (t.chat_prompt(&[("user", prompt)]), t.count(&content));
+                assert_eq!(
+                    v["usage"],
+                    json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}),
+                    "{what}: {content:?}"
+                );
+                assert!(completion <= 16, "{what}");
+                let mut streamed = body.clone();
+                streamed["stream"] = json!(true);
+                streamed["stream_options"] = json!({"include_usage": true});
+                let text = post(&url, &streamed, &[]).await.text().await.unwrap();
+                let pieces = deltas(&text);
+                assert_eq!(
+                    pieces.concat(),
+                    content,
+                    "{what}: the stream is the reply, byte for byte"
+                );
+                for (i, p) in pieces.iter().enumerate() {
+                    let unit = if i == 0 {
+                        Some(p.as_str())
+                    } else {
+                        p.strip_prefix(cs.separator())
+                    };
+                    assert!(
+                        unit.is_some_and(|u| cs.vocabulary().contains(&u)),
+                        "{what}: piece {p:?}"
+                    );
+                }
+                let last: Value = serde_json::from_str(&sse(&text).iter().rev().nth(1).unwrap().1).unwrap();
+                assert_eq!(last["usage"], v["usage"], "{what}");
+                let j = journal(&s).await;
+                for e in &j[n..] {
+                    assert_eq!((e.charset, e.tokenizer), (cs, t), "{what}");
+                    assert_eq!(e.reply_fnv, format!("{:016x}", fnv(&[content.as_bytes()])), "{what}");
+                    assert_eq!(
+                        (e.prompt_tokens, e.completion_tokens),
+                        (prompt_tokens, completion),
+                        "{what}"
+                    );
+                }
+                n = j.len();
+            }
+        }
+        // A deployment's charset is the default; a request's sim_charset wins.
+        let cjk_url = format!("{}/d/j/v1/chat/completions", s.url());
+        let plain = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        let (_, v) = json_of(post(&cjk_url, &plain, &[]).await).await;
+        let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(content.chars().all(crate::sim::text::is_cjk), "{content}");
+        assert_eq!(v["usage"]["completion_tokens"], crate::sim::words(content));
+        let mut ascii = plain.clone();
+        ascii["sim_charset"] = json!("ascii");
+        let (_, v) = json_of(post(&cjk_url, &ascii, &[]).await).await;
+        assert!(
+            v["choices"][0]["message"]["content"].as_str().unwrap().is_ascii(),
+            "{v}"
+        );
+        // Azure and Anthropic read sim_charset too; the legacy endpoint as well.
+        let az = format!(
+            "{}/d/a/openai/deployments/m-o200k/chat/completions?api-version=2024-10-21",
+            s.url()
+        );
+        let (_, v) = json_of(
+            post(
+                &az,
+                &json!({"messages": [{"role": "user", "content": "hi"}], "sim_charset": "rtl"}),
+                &[],
+            )
+            .await,
+        )
+        .await;
+        let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+        assert_eq!(
+            v["usage"]["completion_tokens"],
+            Tokenizer::O200kBase.count(content),
+            "{v}"
+        );
+        assert!(
+            content.chars().any(|c| ('\u{0590}'..='\u{06FF}').contains(&c)),
+            "{content}"
+        );
+        let legacy = format!("{}/d/a/v1/completions", s.url());
+        let (_, v) = json_of(
+            post(
+                &legacy,
+                &json!({"model": "m-cl100k", "prompt": "hi", "sim_charset": "combining"}),
+                &[],
+            )
+            .await,
+        )
+        .await;
+        let content = v["choices"][0]["text"].as_str().unwrap();
+        assert_eq!(
+            v["usage"]["completion_tokens"],
+            Tokenizer::Cl100kBase.count(content),
+            "{v}"
+        );
+        assert_eq!(v["usage"]["prompt_tokens"], 1, "{v}");
+        let msgs = format!("{}/d/a/v1/messages", s.url());
+        let mut req = messages(json!("be brief"), "hello");
+        req["model"] = json!("m-o200k");
+        req["max_tokens"] = json!(16);
+        req["sim_charset"] = json!("emoji");
+        let (_, v) = json_of(post(&msgs, &req, &[]).await).await;
+        let content = v["content"][0]["text"].as_str().unwrap().to_owned();
+        assert_eq!(v["usage"]["output_tokens"], Tokenizer::O200kBase.count(&content), "{v}");
+        assert_eq!(v["usage"]["input_tokens"], (3 + 1 + 2) + (3 + 1 + 1) + 3, "{v}");
+        req["stream"] = json!(true);
+        let text = post(&msgs, &req, &[]).await.text().await.unwrap();
+        assert_eq!(deltas(&text).concat(), content);
+        s.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_bad_sim_charset_is_refused_in_the_dialects_shape() {
+        let s = text_sim().await;
+        let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "sim_charset": "klingon"});
+        let (status, v) = json_of(post(&format!("{}/d/a/v1/chat/completions", s.url()), &chat, &[]).await).await;
+        assert_eq!(
+            (status, v["error"]["param"].as_str()),
+            (400, Some("sim_charset")),
+            "{v}"
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("ascii, cjk, emoji, rtl, combining"),
+            "{v}"
+        );
+        let mut req = messages(json!("sys"), "q");
+        req["sim_charset"] = json!("klingon");
+        let (status, v) = json_of(post(&format!("{}/d/a/v1/messages", s.url()), &req, &[]).await).await;
+        assert_eq!(
+            (status, v["type"].as_str(), v["error"]["type"].as_str()),
+            (400, Some("error"), Some("invalid_request_error"))
+        );
+        assert!(v["error"]["message"].as_str().unwrap().contains("sim_charset"), "{v}");
+        assert!(journal(&s).await.is_empty(), "a refused call never reaches the model");
+        s.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn sim_usage_omit_drops_usage_from_bodies_and_streams() {
+        let s = text_sim().await;
+        let url = format!("{}/d/a/v1/chat/completions", s.url());
+        let body = json!({"model": "m-cl100k", "messages": [{"role": "user", "content": "hello there"}],
+                          "sim_usage": {"omit": true}, "sim_charset": "cjk"});
+        let (status, v) = json_of(post(&url, &body, &[]).await).await;
+        assert_eq!(status, 200, "{v}");
+        assert!(v.get("usage").is_none(), "{v}");
+        let content = v["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        streamed["stream_options"] = json!({"include_usage": true});
+        let text = post(&url, &streamed, &[]).await.text().await.unwrap();
+        assert!(
+            !text.contains("usage") && text.trim_end().ends_with("data: [DONE]"),
+            "{text}"
+        );
+        assert_eq!(deltas(&text).concat(), content);
+        let legacy = json!({"model": "m", "prompt": "x", "sim_usage": {"omit": true}});
+        let (_, v) = json_of(post(&format!("{}/d/a/v1/completions", s.url()), &legacy, &[]).await).await;
+        assert!(v.get("usage").is_none() && v["choices"][0]["text"].is_string(), "{v}");
+        // The journal still has the counts the provider would have billed, and says why the
+        // client got none.
+        let j = journal(&s).await;
+        let want = crate::sim::Tokenizer::Cl100kBase.count(&content);
+        assert!(j.iter().all(|e| e.outcome == Outcome::NoUsage), "{j:?}");
+        assert_eq!((j[0].completion_tokens, j[1].completion_tokens), (want, want));
+        assert_eq!(j[0].reply_fnv, j[1].reply_fnv);
+        // Without omit, usage is back.
+        let mut kept = body.clone();
+        kept["sim_usage"] = json!({"omit": false});
+        let (_, v) = json_of(post(&url, &kept, &[]).await).await;
+        assert_eq!(v["usage"]["completion_tokens"], want, "{v}");
+        // An error sends no reply: its entry has no reply_fnv.
+        let (status, _) = json_of(post(&url, &body, &[("x-sim-fault", "500")]).await).await;
+        assert_eq!(status, 500);
+        let j = journal(&s).await;
+        assert_eq!(
+            (j.last().unwrap().outcome, j.last().unwrap().reply_fnv.as_str()),
+            (Outcome::Error(500), "")
         );
         s.shutdown().await;
     }

@@ -7,18 +7,21 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::openai::{self, Refusal, invalid};
-use super::request::{EmbeddingInput, Kind, Request, fnv, type_name, unit, words, xorshift};
+use super::request::{EmbeddingInput, Kind, Request, fnv, type_name, unit, xorshift};
+use super::tokenizer::{Tokenizer, TokenizerMap};
 
 /// Small, so journal dumps and test fixtures stay readable; `dimensions` asks for more.
 pub const DEFAULT_DIMENSIONS: usize = 8;
 /// Above the largest real embedding model's size; keeps a typo from allocating gigabytes.
 pub const MAX_DIMENSIONS: usize = 4096;
 
-/// Parses an embeddings request; `path_model` as in [`openai::model`].
-pub fn parse(body: &[u8], path_model: Option<&str>) -> Result<Request, Refusal> {
+/// Parses an embeddings request; `path_model` as in [`openai::model`], `tokenizers` as in
+/// [`openai::parse_for`].
+pub fn parse(body: &[u8], path_model: Option<&str>, tokenizers: &TokenizerMap) -> Result<Request, Refusal> {
     let obj = openai::object(body)?;
     let model = openai::model(&obj, path_model)?;
-    let inputs = inputs(&obj)?;
+    let tokenizer = Tokenizer::resolve(tokenizers, &model);
+    let inputs = inputs(&obj, tokenizer)?;
     let tokens: u64 = inputs.iter().map(|(_, n)| n).sum();
     let texts: Vec<String> = inputs.into_iter().map(|(t, _)| t).collect();
     let dimensions = match obj.get("dimensions") {
@@ -56,6 +59,9 @@ pub fn parse(body: &[u8], path_model: Option<&str>) -> Result<Request, Refusal> 
         metadata: obj.get("metadata").cloned(),
         cache_prefix: None,
         usage_details: None,
+        omit_usage: false,
+        charset: None,
+        tokenizer,
         embedding: Some(EmbeddingInput {
             inputs: texts,
             dimensions,
@@ -64,8 +70,8 @@ pub fn parse(body: &[u8], path_model: Option<&str>) -> Result<Request, Refusal> 
     })
 }
 
-/// Each input's text and token count: a string's words, a token array's length.
-fn inputs(obj: &Map<String, Value>) -> Result<Vec<(String, u64)>, Refusal> {
+/// Each input's text and token count: a string's by the tokenizer, a token array's length.
+fn inputs(obj: &Map<String, Value>, tokenizer: Tokenizer) -> Result<Vec<(String, u64)>, Refusal> {
     let bad = |why: String| invalid(format!("input {why}"), Some("input"));
     let tokens = |a: &[Value]| -> Option<(String, u64)> {
         let ids: Option<Vec<String>> = a.iter().map(|t| t.as_u64().map(|n| n.to_string())).collect();
@@ -75,7 +81,7 @@ fn inputs(obj: &Map<String, Value>) -> Result<Vec<(String, u64)>, Refusal> {
     match obj.get("input") {
         None | Some(Value::Null) => Err(invalid("missing required parameter: input".into(), Some("input"))),
         Some(Value::String(s)) if s.is_empty() => Err(bad("must not be an empty string".into())),
-        Some(Value::String(s)) => Ok(vec![(s.clone(), words(s))]),
+        Some(Value::String(s)) => Ok(vec![(s.clone(), tokenizer.count(s))]),
         Some(Value::Array(a)) if a.is_empty() => Err(bad("must not be an empty list".into())),
         Some(Value::Array(a)) if a.iter().all(Value::is_number) => tokens(a)
             .map(|t| vec![t])
@@ -84,7 +90,7 @@ fn inputs(obj: &Map<String, Value>) -> Result<Vec<(String, u64)>, Refusal> {
             .iter()
             .enumerate()
             .map(|(i, item)| match item {
-                Value::String(s) if !s.is_empty() => Ok((s.clone(), words(s))),
+                Value::String(s) if !s.is_empty() => Ok((s.clone(), tokenizer.count(s))),
                 Value::Array(t) => tokens(t).ok_or_else(|| bad(format!("[{i}] must be a non-empty list of token ids"))),
                 other => Err(bad(format!(
                     "[{i}] must be a non-empty string or a token array, not {}",
@@ -227,9 +233,14 @@ pub mod tests {
 
     #[test]
     fn inputs_count_by_the_word_rule_and_vectors_are_unit_and_stable() {
-        let req = parse(br#"{"model":"e","input":["hello there","one"],"dimensions":5}"#, None).unwrap();
+        let req = parse(
+            br#"{"model":"e","input":["hello there","one"],"dimensions":5}"#,
+            None,
+            &Default::default(),
+        )
+        .unwrap();
         assert_eq!(req.prompt_tokens, 3);
-        let req2 = parse(br#"{"model":"e","input":[[1,2,3],[4]]}"#, None).unwrap();
+        let req2 = parse(br#"{"model":"e","input":[[1,2,3],[4]]}"#, None, &Default::default()).unwrap();
         assert_eq!(req2.prompt_tokens, 4);
         assert_eq!(req2.embedding.unwrap().dimensions, DEFAULT_DIMENSIONS);
         let v = vector(1, "e", "hello there", 5);
@@ -262,11 +273,16 @@ pub mod tests {
             ),
             (br#"{"input":"a"}"#, "model"),
         ] {
-            let r = parse(body, None).unwrap_err();
+            let r = parse(body, None, &Default::default()).unwrap_err();
             assert_eq!(r.status, 400);
             let msg = r.body["error"]["message"].as_str().unwrap();
             assert!(msg.contains(want), "{want}: {msg}");
         }
-        assert_eq!(parse(br#"{"input":"a"}"#, Some("azdep")).unwrap().model, "azdep");
+        assert_eq!(
+            parse(br#"{"input":"a"}"#, Some("azdep"), &Default::default())
+                .unwrap()
+                .model,
+            "azdep"
+        );
     }
 }

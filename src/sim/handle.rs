@@ -32,7 +32,12 @@ impl SimHandle {
 }
 
 pub async fn start(config: SimConfig, listen: SocketAddr) -> anyhow::Result<SimHandle> {
-    let state = Arc::new(State::new(config.seed, config.deployments));
+    // BPE encodings take a moment to load: those the config names load in the background now,
+    // any other on the first request that needs it.
+    super::tokenizer::warm(config.encodings());
+    let mut state = State::new(config.seed, config.deployments);
+    state.tokenizers = config.tokenizers;
+    let state = Arc::new(state);
     let app = server::router(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await

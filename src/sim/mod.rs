@@ -5,7 +5,8 @@
 //! journal queries select requests by [`crate::tag::Tag`], with its one rule. See docs/sim.md.
 //!
 //! Files, each importing only those listed before it (no file imports one that imports it):
-//! `model` (plain data), `request` (the common request, reply and hashing), `config`, the
+//! `text` (charsets and the word rule), `tokenizer` (word rule or BPE, per model), `model`
+//! (plain data), `request` (the common request, reply and hashing), `config`, the
 //! dialects `openai`, `anthropic`, `embeddings` and `dialect` over them, `state` (deployments,
 //! rules, journal, counters), `metrics` and `admin` (handlers on the state), `server` (the model
 //! routes, and the router that mounts everything), `handle` (`start`), `cli` and `bench`.
@@ -26,6 +27,8 @@ pub mod server;
 pub mod state;
 #[cfg(test)]
 mod testkit;
+pub mod text;
+pub mod tokenizer;
 
 pub use admin::AdminClient;
 pub use bench::{BenchArgs, bench_cli};
@@ -33,3 +36,6 @@ pub use cli::{SimArgs, serve_cli};
 pub use config::{DEFAULT_REPLY_TOKENS, DeploymentSpec, SimConfig};
 pub use handle::{SimHandle, start};
 pub use model::{BadOutcome, Behaviour, Fault, JournalEntry, JournalQuery, Outcome, Rule, When};
+pub use request::{SimUsage, UsageDetails, fnv};
+pub use text::{Charset, words};
+pub use tokenizer::{Tokenizer, TokenizerMap};

@@ -6,6 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::text::Charset;
+use super::tokenizer::Tokenizer;
 use crate::tag::Tag;
 
 /// How a deployment answers. Every field is optional; an empty behaviour is a prompt,
@@ -88,6 +90,12 @@ impl Fault {
             Self::CutStream { after_chunks } => Outcome::Cut(*after_chunks),
             Self::NoUsage => Outcome::NoUsage,
         }
+    }
+
+    /// Whether a request this fault decides still gets the model's reply (all of it, or the
+    /// part a cut stream sends).
+    pub fn replies(&self) -> bool {
+        matches!(self, Self::NoUsage | Self::CutStream { .. })
     }
 
     pub fn kind(&self) -> &'static str {
@@ -293,7 +301,7 @@ pub struct JournalEntry {
     pub prompt_excerpt: String,
     /// Request headers, secrets redacted.
     pub headers: Vec<(String, String)>,
-    /// The whole prompt by the word rule, cached part included.
+    /// The whole prompt by the call's `tokenizer`, cached part included.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     /// Of `prompt_tokens`, the cached prefix this call read (Anthropic prompt caching).
@@ -305,6 +313,17 @@ pub struct JournalEntry {
     /// `pending` while in flight, then how the call ended.
     pub outcome: Outcome,
     pub latency_ms: u64,
+    /// What the reply was written in (`ascii` when absent, as before charsets).
+    #[serde(default)]
+    pub charset: Charset,
+    /// How the call's tokens were counted (`words` when absent, as before tokenizers).
+    #[serde(default)]
+    pub tokenizer: Tokenizer,
+    /// FNV-1a 64 of the reply text the simulator sent, as 16 hex digits (see
+    /// [`crate::sim::request::fnv`]); empty when it sent none (an error, a hang, an embedding).
+    /// A cut stream's is that of the whole reply, of which the client got a part.
+    #[serde(default)]
+    pub reply_fnv: String,
 }
 
 /// Journal filter for the admin API.
@@ -388,6 +407,10 @@ mod tests {
         let e: JournalEntry = serde_json::from_str(old).unwrap();
         assert_eq!((e.cache_read_input_tokens, e.cache_creation_input_tokens), (0, 0));
         assert_eq!((e.outcome, e.tags), (Outcome::Ok, vec![]));
+        assert_eq!(
+            (e.charset, e.tokenizer, e.reply_fnv.as_str()),
+            (Charset::Ascii, Tokenizer::Words, "")
+        );
     }
 
     #[test]

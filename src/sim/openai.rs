@@ -1,11 +1,13 @@
 //! OpenAI wire format (also Azure OpenAI's, which is OpenAI's on other paths): parsing chat
 //! and legacy completion requests into the common [`Request`], rendering replies, streams and
-//! error bodies. The counting rule lives in [`super::request`].
+//! error bodies. The counting rule lives in [`super::request`] and [`super::tokenizer`].
 
 use serde_json::{Value, json};
 
 use super::model::Fault;
-use super::request::{Kind, Reply, Request, UsageDetails, type_name, words};
+use super::request::{Kind, Reply, Request, SimUsage, type_name};
+use super::text::Charset;
+use super::tokenizer::{Tokenizer, TokenizerMap};
 
 /// A request the simulator refuses: status and OpenAI-shaped body.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,16 +27,16 @@ pub fn invalid(message: String, param: Option<&str>) -> Refusal {
     }
 }
 
-/// The text of a message's `content`: a string, or a list of `{"type":"text","text":…}` parts.
-fn content_text(content: &Value) -> Result<String, String> {
+/// The text parts of a message's `content`: a string, or a list of `{"type":"text","text":…}`
+/// parts (counted one by one, as LiteLLM counts them; the prompt text joins them with a space).
+fn content_parts(content: &Value) -> Result<Vec<&str>, String> {
     match content {
-        Value::String(s) => Ok(s.clone()),
-        Value::Null => Ok(String::new()),
+        Value::String(s) => Ok(vec![s.as_str()]),
+        Value::Null => Ok(Vec::new()),
         Value::Array(parts) => Ok(parts
             .iter()
             .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(" ")),
+            .collect()),
         other => Err(format!(
             "content must be a string or a list of parts, not {}",
             type_name(other)
@@ -77,15 +79,25 @@ pub fn user(obj: &serde_json::Map<String, Value>) -> Result<Option<String>, Refu
     }
 }
 
-/// Parses a request body; `chat` selects chat completions or legacy completions.
+/// Parses a request body; `chat` selects chat completions or legacy completions. Tokens are
+/// counted by the tokenizer of the model's family ([`Tokenizer::for_model`]).
 pub fn parse(body: &[u8], chat: bool) -> Result<Request, Refusal> {
-    parse_for(body, chat, None)
+    parse_for(body, chat, None, &TokenizerMap::new())
 }
 
-/// [`parse`], with the model taken from the URL when it names one (see [`model`]).
-pub fn parse_for(body: &[u8], chat: bool, path_model: Option<&str>) -> Result<Request, Refusal> {
+/// [`parse`], with the model taken from the URL when it names one (see [`model`]), and the
+/// tokenizer from `tokenizers` when it names the model ([`Tokenizer::resolve`]). The suites
+/// can count a body's prompt exactly as the simulator does with
+/// `parse_for(&body, true, None, &map)?.prompt_tokens`.
+pub fn parse_for(
+    body: &[u8],
+    chat: bool,
+    path_model: Option<&str>,
+    tokenizers: &TokenizerMap,
+) -> Result<Request, Refusal> {
     let obj = object(body)?;
     let model = model(&obj, path_model)?;
+    let tokenizer = Tokenizer::resolve(tokenizers, &model);
     let (text, prompt_tokens) = if chat {
         let msgs = match obj.get("messages") {
             Some(Value::Array(m)) if !m.is_empty() => m,
@@ -104,24 +116,23 @@ pub fn parse_for(body: &[u8], chat: bool, path_model: Option<&str>) -> Result<Re
             let m = m
                 .as_object()
                 .ok_or_else(|| invalid(format!("messages[{i}] must be an object"), Some("messages")))?;
-            if !m.get("role").is_some_and(Value::is_string) {
+            let Some(role) = m.get("role").and_then(Value::as_str) else {
                 return Err(invalid(
                     format!("messages[{i}].role must be a string"),
                     Some("messages"),
                 ));
-            }
-            let t = content_text(m.get("content").unwrap_or(&Value::Null))
+            };
+            let parts = content_parts(m.get("content").unwrap_or(&Value::Null))
                 .map_err(|e| invalid(format!("messages[{i}].{e}"), Some("messages")))?;
-            tokens += words(&t) + 1;
-            texts.push(t);
+            let name = m.get("name").and_then(Value::as_str);
+            tokens += tokenizer.message_tokens(role, name, &parts);
+            texts.push(parts.join(" "));
         }
-        (texts.join("\n"), tokens)
+        (texts.join("\n"), tokens + tokenizer.reply_priming())
     } else {
-        let t = match obj.get("prompt") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
-                a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n")
-            }
+        let prompts: Vec<&str> = match obj.get("prompt") {
+            Some(Value::String(s)) => vec![s],
+            Some(Value::Array(a)) if a.iter().all(Value::is_string) => a.iter().filter_map(Value::as_str).collect(),
             Some(other) => {
                 return Err(invalid(
                     format!("prompt must be a string or a list of strings, not {}", type_name(other)),
@@ -130,8 +141,8 @@ pub fn parse_for(body: &[u8], chat: bool, path_model: Option<&str>) -> Result<Re
             }
             None => return Err(invalid("missing required parameter: prompt".into(), Some("prompt"))),
         };
-        let n = words(&t).max(1);
-        (t, n)
+        let n = prompts.iter().map(|p| tokenizer.count(p)).sum::<u64>().max(1);
+        (prompts.join("\n"), n)
     };
     let max_tokens = match obj.get("max_completion_tokens").or_else(|| obj.get("max_tokens")) {
         None | Some(Value::Null) => None,
@@ -156,7 +167,7 @@ pub fn parse_for(body: &[u8], chat: bool, path_model: Option<&str>) -> Result<Re
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let user = user(&obj)?;
-    let usage_details = usage_details(&obj)?;
+    let sim_usage = sim_usage(&obj)?;
     Ok(Request {
         kind: if chat { Kind::Chat } else { Kind::Legacy },
         model,
@@ -169,23 +180,44 @@ pub fn parse_for(body: &[u8], chat: bool, path_model: Option<&str>) -> Result<Re
         metadata: obj.get("metadata").cloned(),
         cache_prefix: None,
         embedding: None,
-        usage_details,
+        usage_details: sim_usage.map(|u| u.details()),
+        omit_usage: sim_usage.is_some_and(|u| u.omit),
+        charset: charset(&obj)?,
+        tokenizer,
     })
 }
 
-/// `sim_usage`: the usage details the request asks to be reported (see [`UsageDetails`]). Not
-/// an OpenAI parameter: LiteLLM passes parameters it does not know on to OpenAI-compatible
-/// upstreams, so a client sets it per request and a router per deployment
+/// `sim_usage`: the usage details the request asks to be reported, or none at all (see
+/// [`SimUsage`]). Not an OpenAI parameter: LiteLLM passes parameters it does not know on to
+/// OpenAI-compatible upstreams, so a client sets it per request and a router per deployment
 /// (`litellm_params.extra_body`).
-pub fn usage_details(obj: &serde_json::Map<String, Value>) -> Result<Option<UsageDetails>, Refusal> {
+pub fn sim_usage(obj: &serde_json::Map<String, Value>) -> Result<Option<SimUsage>, Refusal> {
     match obj.get("sim_usage") {
         None | Some(Value::Null) => Ok(None),
         Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
             invalid(
-                format!("sim_usage must be {{\"cached_tokens\": n, \"reasoning_tokens\": n}}: {e}"),
+                format!(
+                    "sim_usage must be {{\"cached_tokens\": n, \"reasoning_tokens\": n, \"omit\": true|false}}: {e}"
+                ),
                 Some("sim_usage"),
             )
         }),
+    }
+}
+
+/// `sim_charset`: the charset to reply in (see [`Charset`]), instead of the deployment's. Not
+/// an OpenAI parameter either; passed on by LiteLLM like `sim_usage`.
+pub fn charset(obj: &serde_json::Map<String, Value>) -> Result<Option<Charset>, Refusal> {
+    let bad = |got: String| {
+        invalid(
+            format!("sim_charset must be one of {}, not {got}", Charset::NAMES),
+            Some("sim_charset"),
+        )
+    };
+    match obj.get("sim_charset") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| bad(format!("{s:?}"))),
+        Some(other) => Err(bad(type_name(other).to_owned())),
     }
 }
 
@@ -245,18 +277,18 @@ struct CompletionDetails {
 }
 
 #[derive(serde::Serialize)]
-struct Message {
+struct Message<'a> {
     role: &'static str,
-    content: String,
+    content: &'a str,
 }
 
 #[derive(serde::Serialize)]
-struct Choice {
+struct Choice<'a> {
     index: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<Message>,
+    message: Option<Message<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    text: Option<String>,
+    text: Option<&'a str>,
     logprobs: Option<()>,
     finish_reason: &'static str,
 }
@@ -268,7 +300,7 @@ struct Completion<'a> {
     created: u64,
     model: &'a str,
     system_fingerprint: &'static str,
-    choices: [Choice; 1],
+    choices: [Choice<'a>; 1],
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Usage>,
 }
@@ -317,14 +349,14 @@ pub fn stream_events(req: &Request, r: &Reply, created: u64, with_usage: bool) -
         "text_completion"
     };
     let chunk = |choice: Value| json!({"id": r.id, "object": object, "created": created, "model": req.model, "system_fingerprint": "fp_gauntlet_sim", "choices": [choice]});
-    let mut out = Vec::with_capacity(r.words.len() + 3);
+    let pieces = r.pieces();
+    let mut out = Vec::with_capacity(pieces.len() + 3);
     if req.chat() {
         out.push(chunk(
             json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}),
         ));
     }
-    for (i, w) in r.words.iter().enumerate() {
-        let piece = if i == 0 { (*w).to_owned() } else { format!(" {w}") };
+    for piece in pieces {
         out.push(if req.chat() {
             chunk(json!({"index": 0, "delta": {"content": piece}, "logprobs": null, "finish_reason": null}))
         } else {
@@ -473,10 +505,10 @@ mod tests {
         assert_eq!(req.prompt_tokens, 2 + 1 + 3 + 1);
         let a = reply(7, "d", &req, 16);
         let b = reply(7, "d", &req, 16);
-        assert_eq!(a.words, b.words);
+        assert_eq!(a.text(), b.text());
         assert_eq!(a.tokens(), 4);
         assert_eq!(a.finish_reason(), "length");
-        assert_ne!(reply(8, "d", &req, 16).words, a.words, "the seed must matter");
+        assert_ne!(reply(8, "d", &req, 16).text(), a.text(), "the seed must matter");
         let body: Value = serde_json::from_slice(&completion_body(&req, &a, 1, true)).unwrap();
         assert_eq!(body["usage"]["total_tokens"], 11);
         let ev = stream_events(&req, &a, 1, true);
@@ -505,7 +537,7 @@ mod tests {
         .unwrap();
         let r = reply(1, "d", &req, 16);
         // Reasoning tokens come on top of the words max_tokens allows.
-        assert_eq!((r.words.len(), r.tokens()), (3, 8));
+        assert_eq!((r.pieces().len(), r.tokens()), (3, 8));
         let v: Value = serde_json::from_slice(&completion_body(&req, &r, 1, true)).unwrap();
         assert_eq!(
             v["usage"],
@@ -533,6 +565,80 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn bpe_prompts_count_by_the_chat_rule() {
+        let map: TokenizerMap = [("m".to_owned(), Tokenizer::O200kBase)].into();
+        let text = r#"{"model":"m","messages":[{"role":"system","content":"be brief"},
+            {"role":"user","name":"alice","content":"東京は日本の首都です"},
+            {"role":"user","content":[{"type":"text","text":"hello world"},{"type":"image_url","image_url":{"url":"x"}}]}]}"#;
+        let body = text.as_bytes();
+        let req = parse_for(body, true, None, &map).unwrap();
+        assert_eq!(req.tokenizer, Tokenizer::O200kBase);
+        // (3 + 1 + 2) + (3 + 1 + 7 + 1 + 1) + (3 + 1 + 2) + 3, as LiteLLM's token_counter
+        // counts it for gpt-4o (see tokenizer.rs).
+        assert_eq!(req.prompt_tokens, 6 + 13 + 6 + 3);
+        // The word rule: words + 1 per message, the name not counted.
+        let words = parse(body, true).unwrap();
+        assert_eq!((words.tokenizer, words.prompt_tokens), (Tokenizer::Words, 3 + 11 + 3));
+        // A model tiktoken knows is counted by its family.
+        let gpt4 = text.replace(r#""model":"m""#, r#""model":"gpt-4""#);
+        assert_eq!(parse(gpt4.as_bytes(), true).unwrap().tokenizer, Tokenizer::Cl100kBase);
+        // Legacy: each prompt counted, at least 1.
+        let legacy = parse_for(
+            br#"{"model":"m","prompt":["hello world","hello world"]}"#,
+            false,
+            None,
+            &map,
+        )
+        .unwrap();
+        assert_eq!(legacy.prompt_tokens, 4);
+        let empty = parse_for(br#"{"model":"m","prompt":""}"#, false, None, &map).unwrap();
+        assert_eq!(empty.prompt_tokens, 1);
+    }
+
+    #[test]
+    fn sim_charset_and_sim_usage_omit_are_read_and_checked() {
+        let body = |extra: &str| format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#);
+        assert_eq!(parse(body("").as_bytes(), true).unwrap().charset, None);
+        for cs in Charset::ALL {
+            let req = parse(body(&format!(r#","sim_charset":"{cs}""#)).as_bytes(), true).unwrap();
+            assert_eq!(req.charset, Some(cs));
+        }
+        for bad in [
+            r#","sim_charset":"klingon""#,
+            r#","sim_charset":3"#,
+            r#","sim_charset":"CJK""#,
+        ] {
+            let e = parse(body(bad).as_bytes(), true).unwrap_err();
+            assert_eq!(
+                (e.status, e.body["error"]["param"].as_str()),
+                (400, Some("sim_charset")),
+                "{bad}"
+            );
+            assert_eq!(e.body["error"]["type"], "invalid_request_error");
+            let msg = e.body["error"]["message"].as_str().unwrap();
+            assert!(msg.contains("ascii, cjk, emoji, rtl, combining"), "{msg}");
+        }
+        let omit = parse(body(r#","sim_usage":{"omit":true}"#).as_bytes(), true).unwrap();
+        assert!(omit.omit_usage);
+        let kept = parse(
+            body(r#","sim_usage":{"omit":false,"reasoning_tokens":2}"#).as_bytes(),
+            true,
+        )
+        .unwrap();
+        assert!(!kept.omit_usage && kept.usage_details.unwrap().reasoning_tokens == 2);
+        let e = parse(body(r#","sim_usage":{"omit":"yes"}"#).as_bytes(), true).unwrap_err();
+        assert_eq!(e.body["error"]["param"], "sim_usage");
+        assert_eq!(
+            serde_json::to_value(SimUsage::OMIT).unwrap(),
+            json!({"cached_tokens": 0, "reasoning_tokens": 0, "omit": true})
+        );
+        assert_eq!(
+            serde_json::to_value(SimUsage::default()).unwrap(),
+            json!({"cached_tokens": 0, "reasoning_tokens": 0})
+        );
     }
 
     #[test]
@@ -636,7 +742,7 @@ mod fuzz {
             let body = v.to_string();
             for r in [
                 crate::sim::anthropic::parse(body.as_bytes()),
-                crate::sim::embeddings::parse(body.as_bytes(), None),
+                crate::sim::embeddings::parse(body.as_bytes(), None, &Default::default()),
             ] {
                 if let Err(r) = r {
                     prop_assert!((400..500).contains(&r.status));

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 
 use super::dialect::Dialect;
 use super::model::{Behaviour, Fault, JournalEntry, Outcome};
-use super::request::{CacheUse, Kind, fnv, reply, unit};
+use super::request::{CacheUse, Kind, Reply, fnv, reply, unit};
 use super::state::{Deployment, Shared, State, carried_tags};
 use super::{admin, metrics, openai};
 
@@ -302,10 +302,11 @@ async fn complete(c: Call, dialect: Dialect) -> Response {
     let Some(dep) = s.deployment(&d) else {
         return unknown_deployment(&s, &d, &dialect);
     };
-    let req = match dialect.parse(&body) {
+    let mut req = match dialect.parse(&body, &s.tokenizers) {
         Ok(r) => r,
         Err(refusal) => return refusal.into_response(),
     };
+    req.charset = req.charset.or(Some(dep.spec.charset));
     let over = match header_override(&headers) {
         Ok(o) => o,
         Err(msg) => return dialect.refusal(400, &msg, "invalid_header").into_response(),
@@ -315,6 +316,10 @@ async fn complete(c: Call, dialect: Dialect) -> Response {
         Some(b) => (b, None),
         None => (decision.behaviour, decision.tag),
     };
+    // The reply depends on the request alone: written before the call is journaled, so its
+    // entry records what will be sent, when something will.
+    let replies = req.kind != Kind::Embeddings && behaviour.fault.as_ref().is_none_or(Fault::replies);
+    let answer = replies.then(|| reply(s.seed, &d, &req, dep.spec.reply_tokens()));
     let seq = s.next_seq();
     s.journal_push(JournalEntry {
         seq,
@@ -331,6 +336,9 @@ async fn complete(c: Call, dialect: Dialect) -> Response {
         headers: redacted_headers(&headers),
         prompt_tokens: req.prompt_tokens,
         outcome: Outcome::Pending,
+        charset: req.charset.unwrap_or_default(),
+        tokenizer: req.tokenizer,
+        reply_fnv: answer.as_ref().map(Reply::fnv_hex).unwrap_or_default(),
         ..JournalEntry::default()
     });
     let m = &dep.metrics;
@@ -361,13 +369,18 @@ async fn complete(c: Call, dialect: Dialect) -> Response {
             return with_ids(resp, &d, seq);
         }
     }
-    let reply = reply(s.seed, &d, &req, dep.spec.reply_tokens());
+    let reply = answer.unwrap_or_else(|| reply(s.seed, &d, &req, dep.spec.reply_tokens()));
     // Only an answered request writes the prompt cache, as a provider's would.
     let cache = req
         .cache_prefix
         .map_or_else(CacheUse::default, |p| dep.prompt_cache.touch(p));
-    let with_usage = !matches!(behaviour.fault, Some(Fault::NoUsage));
-    let outcome = behaviour.fault.as_ref().map_or(Outcome::Ok, Fault::outcome);
+    // `sim_usage.omit` answers as the no_usage fault does, and is journaled the same.
+    let with_usage = !matches!(behaviour.fault, Some(Fault::NoUsage)) && !req.omit_usage;
+    let outcome = match &behaviour.fault {
+        Some(f) => f.outcome(),
+        None if req.omit_usage => Outcome::NoUsage,
+        None => Outcome::Ok,
+    };
     let created = now_ms() / 1000;
     m.prompt_tokens.fetch_add(req.prompt_tokens, Ordering::Relaxed);
     m.generation_tokens.fetch_add(reply.tokens(), Ordering::Relaxed);

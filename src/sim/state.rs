@@ -87,11 +87,14 @@ pub struct Metrics {
     pub e2e: Histogram,
 }
 
-/// A Prometheus histogram with fixed buckets (seconds).
+/// A Prometheus histogram with fixed buckets (seconds). An observation bumps one bucket and
+/// the sum, so a scrape that adds the buckets up (see `metrics`) gets cumulative counts whose
+/// `+Inf` is the count however observations interleave with it.
 pub struct Histogram {
-    pub counts: [AtomicU64; BUCKETS.len()],
+    /// Observations per bucket, not cumulative: `counts[i]` those in (BUCKETS[i-1], BUCKETS[i]],
+    /// the last those above every bound (the `+Inf` bucket's own).
+    pub counts: [AtomicU64; BUCKETS.len() + 1],
     pub sum_us: AtomicU64,
-    pub total: AtomicU64,
 }
 
 pub const BUCKETS: [f64; 12] = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -101,25 +104,22 @@ impl Default for Histogram {
         Self {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_us: AtomicU64::new(0),
-            total: AtomicU64::new(0),
         }
     }
 }
 
 impl Histogram {
     pub fn observe(&self, secs: f64) {
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                self.counts[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        let i = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
-        self.total.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 pub struct State {
     pub seed: u64,
+    /// The config's model → tokenizer map (see [`crate::sim::tokenizer`]).
+    pub tokenizers: crate::sim::tokenizer::TokenizerMap,
     pub deployments: RwLock<BTreeMap<String, Arc<Deployment>>>,
     journal: Mutex<VecDeque<JournalEntry>>,
     next_seq: AtomicU64,
@@ -149,6 +149,7 @@ impl State {
     pub fn new(seed: u64, specs: Vec<DeploymentSpec>) -> Self {
         let s = Self {
             seed,
+            tokenizers: Default::default(),
             deployments: RwLock::default(),
             journal: Mutex::default(),
             next_seq: AtomicU64::new(1),

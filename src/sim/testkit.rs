@@ -16,7 +16,13 @@ pub async fn sim(names: &[&str]) -> SimHandle {
     let cfg = SimConfig {
         seed: 7,
         deployments: names.iter().map(|n| DeploymentSpec::named(n)).collect(),
+        ..SimConfig::default()
     };
+    sim_with(cfg).await
+}
+
+/// A simulator on a free port with this config.
+pub async fn sim_with(cfg: SimConfig) -> SimHandle {
     start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 

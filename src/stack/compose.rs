@@ -318,7 +318,14 @@ fn health_test(name: &str, kind: ImageKind, health: &Health) -> Result<(Vec<Stri
         }
         (ImageKind::Pinned, true) => (redis_cli, true),
         (ImageKind::Pinned, false) => {
-            let sh = format!("curl -fsS -m 5 -o /dev/null {local} || wget -q -T 5 -O /dev/null {local}");
+            // Quoted for the shell: a `&` or `;` in the path would end the command early (and
+            // `curl … &` in the background makes the check pass whatever the service says).
+            let url = shlex::try_quote(&local).map_err(|e| {
+                RunError::usage(format!(
+                    "service '{name}': health.http {local:?} cannot be quoted for a shell: {e}"
+                ))
+            })?;
+            let sh = format!("curl -fsS -m 5 -o /dev/null {url} || wget -q -T 5 -O /dev/null {url}");
             (cmd(&["CMD-SHELL", &sh]), true)
         }
         (ImageKind::Recipe(r), redis) => {
@@ -364,7 +371,7 @@ pub fn render(
                 let mut config = None;
                 if kind == Builtin::Sim {
                     let file = format!("{name}.sim.json");
-                    let sim = crate::sim::SimConfig::for_deployments(&m.sim_deployments(cfg));
+                    let sim = m.sim_config(cfg);
                     let text = serde_json::to_string_pretty(&sim).expect("simulator config serializes");
                     config = Some(format!("{FILES_INSIDE}/{file}"));
                     files.push((file, text + "\n"));
@@ -476,7 +483,7 @@ fn emit(v: &Value, indent: usize, out: &mut String) {
     let pad = " ".repeat(indent);
     let scalar = |v: &Value| -> Option<String> {
         match v {
-            Value::String(t) => Some(serde_json::to_string(t).expect("a string serializes")),
+            Value::String(t) => Some(yaml_quoted(t)),
             Value::Number(n) => Some(n.to_string()),
             Value::Bool(b) => Some(b.to_string()),
             Value::Null => Some("null".into()),
@@ -517,6 +524,33 @@ fn emit(v: &Value, indent: usize, out: &mut String) {
     }
 }
 
+/// `t` as a double-quoted scalar that YAML 1.1 (PyYAML, docker-compose v1) and 1.2 read back
+/// as `t`. A JSON string is one, but JSON leaves DEL and the C1 controls raw, which YAML 1.1
+/// does not allow in a document at all (PyYAML: "unacceptable character"), and NEL, LS and PS
+/// raw, which YAML reads as line breaks and folds; those are written as `\uXXXX` escapes
+/// (valid in both YAML versions), as are the BOM and the noncharacters U+FFFE and U+FFFF.
+fn yaml_quoted(t: &str) -> String {
+    let json = serde_json::to_string(t).expect("a string serializes");
+    let escape = |c: char| {
+        matches!(
+            c,
+            '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+        )
+    };
+    if !json.contains(escape) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 8);
+    for c in json.chars() {
+        if escape(c) {
+            out.push_str(&format!("\\u{:04X}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A key YAML 1.1 and 1.2 both read as the same string unquoted.
 fn plain_key(k: &str) -> bool {
     const SPECIAL: [&str; 11] = ["y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", "<<"];
@@ -548,43 +582,105 @@ fn gpu_deploy(gpu: &str) -> Value {
     )])
 }
 
-/// `.env`: the keys, the router's host port and the project name — each the value a `.env`
-/// already there holds (a second `gauntlet compose` must not change the keys of a stack that is
-/// up), else a new one — and any other setting it held. Returns the text and the port.
-fn env_file(existing: Option<&str>) -> (String, String) {
-    const PROJECT_VAR: &str = "COMPOSE_PROJECT_NAME";
-    let old: Vec<(&str, &str)> = existing
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim(), v.trim()))
-        .collect();
-    let keep = |var: &str, fresh: String| match old.iter().find(|(k, _)| *k == var) {
-        Some((_, v)) if !v.is_empty() => (*v).to_owned(),
-        _ => fresh,
+/// `COMPOSE_PROJECT_NAME` in `.env`: else compose names the project after the folder
+/// (`compose`, by default).
+const PROJECT_VAR: &str = "COMPOSE_PROJECT_NAME";
+
+/// The comment `.env` starts with; its lines are gauntlet's, rewritten at every run.
+const ENV_HEADER: &str = "# Written by gauntlet compose: the router's master key (send it as the bearer token), the\n\
+     # fake provider key the router passes to the simulator, the router's port on 127.0.0.1,\n\
+     # and the compose project's name. Kept when gauntlet compose writes this folder again.\n";
+
+/// One entry of a `.env` as dotenvy reads it: its text as written (one line, or every line of
+/// a quoted value that spans several, with their line ends), and the variable it sets, if any
+/// (none for a comment, a blank line, or a line dotenvy cannot read).
+struct EnvEntry<'a> {
+    text: &'a str,
+    vars: Vec<(String, String)>,
+}
+
+/// `text` split into [`EnvEntry`]s: each the fewest whole lines from where the last one ended
+/// that dotenvy reads without an error (a line that no run of lines from it reads is an entry
+/// of its own, kept as written). Quadratic in the lines, which a `.env` has few of.
+fn env_entries(text: &str) -> Vec<EnvEntry<'_>> {
+    let mut ends = Vec::new();
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        at += line.len();
+        ends.push(at);
+    }
+    let read = |chunk: &str| -> Option<Vec<(String, String)>> {
+        dotenvy::from_read_iter(chunk.as_bytes()).collect::<Result<_, _>>().ok()
     };
-    let master = keep(MASTER_KEY_VAR, format!("sk-gauntlet-{}", crate::random::random_hex(16)));
-    let provider = keep(
-        PROVIDER_KEY_VAR,
-        format!("sk-provider-{}", crate::random::random_hex(16)),
-    );
-    let port = keep(ROUTER_PORT_VAR, DEFAULT_ROUTER_PORT.to_string());
-    // Else compose names the project after the folder: `compose`, by default.
-    let project = keep(PROJECT_VAR, "gauntlet".into());
+    let mut out = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < ends.len() {
+        let whole = (i..ends.len()).find_map(|j| Some((j, read(&text[start..ends[j]])?)));
+        let (j, vars) = whole.unwrap_or((i, Vec::new()));
+        out.push(EnvEntry {
+            text: &text[start..ends[j]],
+            vars,
+        });
+        start = ends[j];
+        i = j + 1;
+    }
+    out
+}
+
+/// `.env`: the keys, the router's host port and the project name — each as a `.env` already
+/// there sets it (a second `gauntlet compose` must not change the keys of a stack that is up),
+/// else a new one — and every other line it held (settings, comments, blank lines), as
+/// written. Read as compose reads it (dotenvy): a quoted value is its value without the
+/// quotes, which is what is registered for redaction. Returns the text and the port.
+fn env_file(existing: Option<&str>) -> Result<(String, String), RunError> {
+    let entries = env_entries(existing.unwrap_or_default());
+    let ours = [MASTER_KEY_VAR, PROVIDER_KEY_VAR, ROUTER_PORT_VAR, PROJECT_VAR];
+    let with_newline = |t: &str| {
+        if t.ends_with('\n') {
+            t.to_owned()
+        } else {
+            format!("{t}\n")
+        }
+    };
+    let mut text = String::from(ENV_HEADER);
+    let mut setting = |var: &str, fresh: &dyn Fn() -> Result<String, RunError>| -> Result<String, RunError> {
+        // The first entry setting it to something, as dotenvy (and so compose) takes it.
+        let kept = entries.iter().find_map(|e| {
+            let (_, v) = e.vars.iter().find(|(k, v)| k == var && !v.is_empty())?;
+            Some((e.text, v.clone()))
+        });
+        let (line, value) = match kept {
+            Some((line, value)) => (with_newline(line), value),
+            None => {
+                let value = fresh()?;
+                (format!("{var}={value}\n"), value)
+            }
+        };
+        text.push_str(&line);
+        Ok(value)
+    };
+    let key = |prefix: &'static str| {
+        move || {
+            crate::random::try_random_hex(16)
+                .map(|h| format!("{prefix}{h}"))
+                .map_err(|e| RunError::stack(format!("cannot make the stack's keys: {e}")))
+        }
+    };
+    let master = setting(MASTER_KEY_VAR, &key("sk-gauntlet-"))?;
+    let provider = setting(PROVIDER_KEY_VAR, &key("sk-provider-"))?;
+    let port = setting(ROUTER_PORT_VAR, &|| Ok(DEFAULT_ROUTER_PORT.to_string()))?;
+    setting(PROJECT_VAR, &|| Ok("gauntlet".into()))?;
     crate::redact::register(&master);
     crate::redact::register(&provider);
-    let mut text = format!(
-        "# Written by gauntlet compose: the router's master key (send it as the bearer token), the\n\
-         # fake provider key the router passes to the simulator, the router's port on 127.0.0.1,\n\
-         # and the compose project's name. Kept when gauntlet compose writes this folder again.\n\
-         {MASTER_KEY_VAR}={master}\n{PROVIDER_KEY_VAR}={provider}\n{ROUTER_PORT_VAR}={port}\n{PROJECT_VAR}={project}\n"
-    );
-    let ours = [MASTER_KEY_VAR, PROVIDER_KEY_VAR, ROUTER_PORT_VAR, PROJECT_VAR];
-    for (k, v) in old.iter().filter(|(k, _)| !ours.contains(k)) {
-        text.push_str(&format!("{k}={v}\n"));
+    let header: Vec<&str> = ENV_HEADER.lines().collect();
+    for e in &entries {
+        let is_header = e.vars.is_empty() && header.contains(&e.text.trim_end_matches(['\r', '\n']));
+        if is_header || e.vars.iter().any(|(k, _)| ours.contains(&k.as_str())) {
+            continue;
+        }
+        text.push_str(&with_newline(e.text));
     }
-    (text, port)
+    Ok((text, port))
 }
 
 /// Writes `rendered` into `dir`: compose.yml, files/, and .env (0600, keys kept if present).
@@ -596,7 +692,7 @@ pub fn write(dir: &Path, rendered: &Rendered) -> Result<String, RunError> {
     std::fs::create_dir_all(&files).map_err(|e| fail(&files, e))?;
     let env_path = dir.join(".env");
     let existing = std::fs::read_to_string(&env_path).ok();
-    let (env, port) = env_file(existing.as_deref());
+    let (env, port) = env_file(existing.as_deref())?;
     super::write_private(&env_path, &env)?;
     // write_private sets the mode only when it creates the file.
     std::fs::set_permissions(&env_path, std::fs::Permissions::from_mode(0o600)).map_err(|e| fail(&env_path, e))?;
@@ -833,15 +929,15 @@ mod tests {
             "{text}"
         );
 
-        let (env, port) = env_file(None);
+        let (env, port) = env_file(None).unwrap();
         assert_eq!(port, "4000");
         let line = |l: &str| env.lines().find(|x| x.starts_with(l)).unwrap().to_owned();
         assert!(line("GAUNTLET_MASTER_KEY=sk-gauntlet-").len() > 30);
         assert_eq!(line("COMPOSE_PROJECT_NAME="), "COMPOSE_PROJECT_NAME=gauntlet");
         // A second run keeps the keys of a stack that may be up, and what the team set.
-        assert_eq!(env_file(Some(&env)).0, env);
+        assert_eq!(env_file(Some(&env)).unwrap().0, env);
         let edited = env.replace("=4000", "=4100") + "HTTP_PROXY=http://proxy:3128\n";
-        let (again, port) = env_file(Some(&edited));
+        let (again, port) = env_file(Some(&edited)).unwrap();
         assert_eq!((again.as_str(), port.as_str()), (edited.as_str(), "4100"));
     }
 
@@ -904,5 +1000,100 @@ mod tests {
         let back: Value = serde_yaml::from_str(&text).unwrap();
         assert_eq!(back["deploy"], gpu_deploy("cdi:nvidia.com/gpu=0"), "{text}");
         assert!(!plain_key("on") && !plain_key("a b") && plain_key("router_b"));
+    }
+
+    /// The old command was `curl … http://…/ready?deep=1&x=1 || wget …`: the shell ran curl in
+    /// the background and `x=1 || wget …` in the foreground, which succeeds, so the check
+    /// passed whatever the service answered. Run here with a curl and a wget that fail.
+    #[test]
+    fn pinned_health_check_quotes_the_url_for_the_shell() {
+        let health = Health {
+            http: Some("/ready?deep=1&x=1;true".into()),
+            redis: false,
+        };
+        let (test, _) = health_test("x", ImageKind::Pinned, &health).unwrap();
+        let dir = std::env::temp_dir().join(format!("gauntlet-hc-{}", crate::random::random_hex(4)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("args");
+        let script = format!(
+            "curl() {{ printf '%s\\n' \"$@\" >> '{}'; return 7; }}; wget() {{ return 8; }}; {}",
+            log.display(),
+            test[1]
+        );
+        let status = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(8), "an unhealthy service passed: {}", test[1]);
+        let args = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            args.lines().any(|a| a == "http://127.0.0.1:8000/ready?deep=1&x=1;true"),
+            "{args}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// serde_json leaves DEL, the C1 controls and the Unicode line separators raw; PyYAML
+    /// (docker-compose v1) refuses the first two anywhere in a document and folds the others.
+    #[test]
+    fn strings_are_quoted_so_yaml_1_1_reads_them() {
+        let odd = "a\u{7f}b\u{80}c\u{85}d\u{9f}e\u{2028}f\u{feff}g\u{a0}h\"\\\n\u{1}é";
+        let mut text = String::new();
+        emit(&map([("x", s(odd)), (odd, s("k"))]), 0, &mut text);
+        for c in ['\u{7f}', '\u{80}', '\u{85}', '\u{9f}', '\u{2028}', '\u{feff}'] {
+            assert!(!text.contains(c), "raw U+{:04X} in {text:?}", u32::from(c));
+        }
+        assert!(text.contains("\\u007F") && text.contains("\\u0085"), "{text}");
+        // What YAML 1.1 may hold raw stays readable.
+        assert!(text.contains("\u{a0}") && text.contains('é'), "{text}");
+        let back: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(back["x"], odd);
+        assert_eq!(back[odd], "k");
+    }
+
+    /// The old rewrite dropped the team's comments and blank lines, cut a quoted value that
+    /// spans lines to its first line (and kept the rest as `KEY=VALUE` garbage or lost it),
+    /// and registered a quoted key for redaction with its quotes, so the key itself leaked.
+    #[test]
+    fn env_file_keeps_every_other_line_as_written_and_redacts_unquoted_keys() {
+        let existing = "# team: proxy for the egress\n\
+                        HTTP_PROXY=http://proxy:3128\n\
+                        \n\
+                        GAUNTLET_MASTER_KEY=\"sk-quoted-master-0123456789\"\n\
+                        CA_CERT=\"-----BEGIN CERTIFICATE-----\n\
+                        MIIB=abc\n\
+                        -----END CERTIFICATE-----\"\n\
+                        GAUNTLET_ROUTER_PORT='4100' # moved\n\
+                        export OTHER=1\n";
+        let (text, port) = env_file(Some(existing)).unwrap();
+        assert_eq!(port, "4100");
+        assert!(text.starts_with(ENV_HEADER), "{text}");
+        for kept in [
+            "# team: proxy for the egress\nHTTP_PROXY=http://proxy:3128\n\n",
+            "CA_CERT=\"-----BEGIN CERTIFICATE-----\nMIIB=abc\n-----END CERTIFICATE-----\"\nexport OTHER=1\n",
+            "\nGAUNTLET_MASTER_KEY=\"sk-quoted-master-0123456789\"\n",
+            "\nGAUNTLET_ROUTER_PORT='4100' # moved\n",
+        ] {
+            assert!(text.contains(kept), "{kept:?} not in:\n{text}");
+        }
+        assert_eq!(text.matches("GAUNTLET_MASTER_KEY=").count(), 1, "{text}");
+        // Read back as compose reads it: every value as it was.
+        let vars: BTreeMap<String, String> = dotenvy::from_read_iter(text.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(vars["GAUNTLET_MASTER_KEY"], "sk-quoted-master-0123456789");
+        assert!(vars["CA_CERT"].contains("MIIB=abc\n-----END"), "{vars:?}");
+        assert_eq!(
+            (vars["OTHER"].as_str(), vars["COMPOSE_PROJECT_NAME"].as_str()),
+            ("1", "gauntlet")
+        );
+        assert!(!vars.contains_key("MIIB"), "{vars:?}");
+        assert_eq!(
+            crate::redact::redact("key sk-quoted-master-0123456789 here"),
+            "key [REDACTED] here"
+        );
+        // And a second run changes nothing.
+        assert_eq!(env_file(Some(&text)).unwrap().0, text);
     }
 }

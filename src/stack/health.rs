@@ -2,17 +2,17 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use super::manifest::Health;
+use super::redis::Resp;
 
 /// One readiness probe against `host:port`. `Ok(())` means ready; `Err` says why not.
 pub async fn probe(health: &Health, host: &str, port: u16, http: &reqwest::Client) -> Result<(), String> {
+    let target = super::redis::Target::at(host, port);
     if health.redis {
-        return redis_ping(host, port).await;
+        return redis_ping(&target).await;
     }
     let path = health.http.as_deref().unwrap_or("/");
-    let url = format!("http://{host}:{port}{path}");
+    let url = format!("http://{}{path}", target.shown());
     match http.get(&url).timeout(Duration::from_secs(2)).send().await {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => Err(format!("GET {url} answered {}", r.status())),
@@ -30,13 +30,11 @@ pub const PROBE_BOUND: Duration = Duration::from_secs(5);
 /// target is the container itself.
 pub async fn probe_url(url: &str) -> Result<String, String> {
     let check = async {
-        if let Some(rest) = url.strip_prefix("redis://") {
-            let hp = rest.trim_end_matches('/');
-            let (host, port) = hp
-                .rsplit_once(':')
-                .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-                .ok_or_else(|| format!("{url}: want redis://host:port"))?;
-            return redis_ping(host, port).await.map(|()| format!("{url}: PONG"));
+        if url.starts_with("redis://") {
+            let target = super::redis::Target::parse(url).map_err(|e| {
+                format!("{url}: want redis://host:port (optionally user:password@ before the host, /db after it): {e}")
+            })?;
+            return redis_ping(&target).await.map(|()| format!("{url}: PONG"));
         }
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -54,42 +52,26 @@ pub async fn probe_url(url: &str) -> Result<String, String> {
         .unwrap_or_else(|_| Err(format!("{url}: no answer within {}s", PROBE_BOUND.as_secs())))
 }
 
-async fn redis_ping(host: &str, port: u16) -> Result<(), String> {
-    let io = async {
-        let mut s = tokio::net::TcpStream::connect((host, port)).await?;
-        s.write_all(b"PING\r\n").await?;
-        let mut buf = [0u8; 64];
-        let n = s.read(&mut buf).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf[..n]).into_owned())
-    };
-    match tokio::time::timeout(Duration::from_secs(2), io).await {
-        Ok(Ok(reply)) if reply.starts_with("+PONG") => Ok(()),
-        Ok(Ok(reply)) => Err(format!("redis at {host}:{port} answered {:?} to PING", reply.trim())),
-        Ok(Err(e)) => Err(format!("redis at {host}:{port}: {e}")),
-        Err(_) => Err(format!("redis at {host}:{port}: no answer to PING within 2s")),
+/// How long a PING or a PTTL may take, connecting included.
+const REDIS_BOUND: Duration = Duration::from_secs(2);
+
+async fn redis_ping(target: &super::redis::Target) -> Result<(), String> {
+    let at = target.shown();
+    match super::redis::command(target, &["PING"], REDIS_BOUND).await {
+        Ok(Resp::Text(t)) if t == "PONG" => Ok(()),
+        Ok(other) => Err(format!("redis at {at} answered {other:?} to PING")),
+        Err(e) => Err(format!("{e:#}")),
     }
 }
 
-/// Milliseconds until `key` expires in the Redis at `url` (`redis://host:port`): -2 when it
-/// does not exist, -1 when it never expires (Redis' own `PTTL` answers).
+/// Milliseconds until `key` expires in the Redis at `url` (`redis://…`, see
+/// [`super::redis::Target::parse`]): -2 when it does not exist, -1 when it never expires
+/// (Redis' own `PTTL` answers).
 pub async fn redis_pttl(url: &str, key: &str) -> anyhow::Result<i64> {
-    let hp = url.trim_start_matches("redis://").trim_end_matches('/');
-    let cmd = format!("*2\r\n$4\r\nPTTL\r\n${}\r\n{key}\r\n", key.len());
-    let io = async {
-        let mut s = tokio::net::TcpStream::connect(hp).await?;
-        s.write_all(cmd.as_bytes()).await?;
-        let mut buf = [0u8; 64];
-        let n = s.read(&mut buf).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf[..n]).into_owned())
-    };
-    let reply = tokio::time::timeout(Duration::from_secs(2), io)
-        .await
-        .map_err(|_| anyhow::anyhow!("redis at {hp}: no answer to PTTL within 2s"))??;
-    reply
-        .trim()
-        .strip_prefix(':')
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("redis at {hp} answered {:?} to PTTL", reply.trim()))
+    match super::redis::command_at(url, &["PTTL", key], REDIS_BOUND).await? {
+        Resp::Int(ms) => Ok(ms),
+        other => anyhow::bail!("redis at {} answered {other:?} to PTTL", crate::redact::redact(url)),
+    }
 }
 
 /// Why a service never became ready.
@@ -151,7 +133,29 @@ fn parse_timeout(v: Option<&str>) -> Result<Duration, crate::error::RunError> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+    use crate::stack::redis::tests::fake_redis;
+
+    /// The old PING and PTTL did one read and took what it held: `:1234\r\n` arriving as
+    /// `:12` and `34\r\n` was 12 milliseconds, and `+PO` + `NG\r\n` a failed check.
+    #[tokio::test]
+    async fn redis_replies_split_across_reads() {
+        let (port, _) = fake_redis(vec![vec![b":12", b"34\r\n"]]).await;
+        let ms = redis_pttl(&format!("redis://127.0.0.1:{port}"), "deployment:x:cooldown").await;
+        assert_eq!(ms.unwrap(), 1234);
+        let (port, _) = fake_redis(vec![vec![b"+PO", b"NG\r\n"]]).await;
+        let r = probe_url(&format!("redis://127.0.0.1:{port}")).await;
+        assert!(r.is_ok(), "{r:?}");
+        let (port, _) = fake_redis(vec![vec![b"+PO", b"NG\r\n"]]).await;
+        let health = Health {
+            http: None,
+            redis: true,
+        };
+        let r = probe(&health, "127.0.0.1", port, &reqwest::Client::new()).await;
+        assert!(r.is_ok(), "{r:?}");
+    }
 
     #[test]
     fn health_timeout_parsing() {
@@ -191,7 +195,7 @@ mod tests {
         let closed = crate::stack::free_port().unwrap();
         assert!(probe_url(&format!("http://127.0.0.1:{closed}/")).await.is_err());
         assert!(
-            probe_url("redis://nohostport")
+            probe_url("redis://host:notaport")
                 .await
                 .unwrap_err()
                 .contains("redis://host:port")

@@ -48,6 +48,17 @@ pub fn lock_digest() -> String {
     hex::encode(Sha256::digest(LOCK.as_bytes()))[..16].to_owned()
 }
 
+/// The pinned `litellm` executable if it is already there (`GAUNTLET_LITELLM_BIN`, or a
+/// finished install in the cache); never installs.
+pub fn installed() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("GAUNTLET_LITELLM_BIN").filter(|b| !b.is_empty()) {
+        return Some(PathBuf::from(bin)).filter(|b| b.is_file());
+    }
+    let dir = cache_root().join(format!("litellm-{}-{}", pinned_version(), lock_digest()));
+    let bin = dir.join("venv/bin/litellm");
+    (dir.join(".complete").is_file() && bin.is_file()).then_some(bin)
+}
+
 /// The `litellm` executable to run, provisioning it first if needed.
 pub fn resolve() -> Result<PathBuf, RunError> {
     if let Some(bin) = std::env::var_os("GAUNTLET_LITELLM_BIN").filter(|b| !b.is_empty()) {

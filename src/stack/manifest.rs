@@ -29,6 +29,40 @@ pub struct Manifest {
     pub gpu: Option<GpuSettings>,
     /// The router-overhead budget (`[perf]`).
     pub perf: PerfSettings,
+    /// The embedded simulator's settings (`[sim]`).
+    pub sim: SimSettings,
+}
+
+/// `[sim]`: what the stack's builtin simulator is configured with besides its deployments.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SimSettings {
+    /// `tokenizers = { "<model>" = "<encoding>" }`: how the simulator counts the tokens of
+    /// requests for these models (see [`crate::sim::tokenizer`]), checked at parse.
+    pub tokenizers: crate::sim::TokenizerMap,
+}
+
+/// `[sim]` as written, checked into [`SimSettings`] by [`Manifest::parse`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimSection {
+    #[serde(default)]
+    tokenizers: BTreeMap<String, String>,
+}
+
+impl SimSection {
+    fn check(self, origin: &str) -> Result<SimSettings, RunError> {
+        let mut tokenizers = crate::sim::TokenizerMap::new();
+        for (model, name) in self.tokenizers {
+            let t = crate::sim::Tokenizer::by_name(&name).ok_or_else(|| {
+                RunError::usage(format!(
+                    "{origin}: [sim] tokenizers.\"{model}\" = {name:?} is not a tokenizer: use \
+                     o200k_base, cl100k_base, p50k_base, r50k_base or words"
+                ))
+            })?;
+            tokenizers.insert(model, t);
+        }
+        Ok(SimSettings { tokenizers })
+    }
 }
 
 /// How much latency the router may add to a call of the same deployment made directly
@@ -222,6 +256,8 @@ impl Manifest {
             gpu: Option<GpuSettings>,
             #[serde(default)]
             perf: PerfSettings,
+            #[serde(default)]
+            sim: SimSection,
         }
         let file: File =
             toml::from_str(text).map_err(|e| RunError::usage(format!("{origin}: invalid manifest: {e}")))?;
@@ -241,6 +277,7 @@ impl Manifest {
             ledger: file.ledger,
             gpu: file.gpu,
             perf: file.perf,
+            sim: file.sim.check(origin)?,
         };
         m.validate()?;
         Ok(m)
@@ -391,6 +428,15 @@ impl Manifest {
             }
         }
         out
+    }
+
+    /// The config the stack's builtin simulator starts with, on either backend (the Docker one
+    /// hands it to `gauntlet sim --config` as JSON): [`Manifest::sim_deployments`], and the
+    /// `[sim]` settings.
+    pub fn sim_config(&self, cfg: &RouterConfig) -> crate::sim::SimConfig {
+        let mut sim = crate::sim::SimConfig::for_deployments(&self.sim_deployments(cfg));
+        sim.tokenizers = self.sim.tokenizers.clone();
+        sim
     }
 
     /// The role a service plays: its explicit `role`, else what it is — `stack.router`, a
@@ -588,6 +634,25 @@ mod tests {
     }
 
     #[test]
+    fn sim_tokenizers_reach_the_simulators_config() {
+        use crate::sim::Tokenizer;
+        let m = Manifest::builtin().unwrap();
+        assert_eq!(m.sim.tokenizers.get("sim-chat"), Some(&Tokenizer::O200kBase));
+        assert_eq!(m.sim.tokenizers.get("sim-fast"), Some(&Tokenizer::Cl100kBase));
+        let cfg = RouterConfig::from_document(&m.router_config.doc).unwrap();
+        let sim = m.sim_config(&cfg);
+        assert_eq!(sim.tokenizers, m.sim.tokenizers);
+        assert_eq!(sim.deployments.len(), m.sim_deployments(&cfg).len());
+        // As the Docker backend hands it to `gauntlet sim --config`: JSON, read back the same.
+        let json = serde_json::to_string(&sim).unwrap();
+        let back = crate::sim::SimConfig::parse("x.sim.json", &json).unwrap();
+        assert_eq!(back.tokenizers, sim.tokenizers);
+        let head =
+            "[stack]\nrouter = \"a\"\nrouter_config = \"r\"\n[services.a]\ncommand=[\"x\"]\nhealth={redis=true}\n";
+        assert_eq!(parse(head).unwrap().sim, SimSettings::default());
+    }
+
+    #[test]
     fn broken_manifests_name_the_problem() {
         let head = "[stack]\nrouter = \"a\"\nrouter_config = \"r\"\n";
         // A valid stack with a simulator, and the pieces of a GPU lane.
@@ -633,6 +698,11 @@ mod tests {
                 "no [gpu] section",
             ),
             (format!("{a}{gpu}"), "no service plays the vllm role"),
+            (
+                format!("{a}[sim]\ntokenizers = {{ \"sim-chat\" = \"o100k_base\" }}\n"),
+                "[sim] tokenizers.\"sim-chat\" = \"o100k_base\" is not a tokenizer",
+            ),
+            (format!("{a}[sim]\ntokenisers = {{}}\n"), "unknown field `tokenisers`"),
             (
                 format!("{a}{vllm}{}", gpu.replace(REV, "main")),
                 "pin the model repository's commit",

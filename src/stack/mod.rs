@@ -13,6 +13,7 @@ pub mod image;
 pub mod litellm;
 pub mod manifest;
 pub mod order;
+pub mod redis;
 pub mod role;
 pub mod start;
 pub mod state;

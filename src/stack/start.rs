@@ -59,6 +59,14 @@ impl Stack {
         let m = opts.manifest;
         let kind = BackendKind::select(m.stack.backend)?;
         let wanted = m.closure(&opts.services);
+        // Made first: a stack whose keys cannot be secret does not start at all.
+        let secret = |prefix: &str| {
+            crate::random::try_random_hex(16)
+                .map(|h| format!("{prefix}{h}"))
+                .map_err(|e| RunError::stack(format!("cannot make the stack's keys: {e}")))
+        };
+        let master_key = secret("sk-gauntlet-")?;
+        let provider_key = secret("sk-provider-")?;
         let private = private_dir()?;
         opts.teardown.made_dir(&private);
         let files = private.join("files");
@@ -76,8 +84,6 @@ impl Stack {
                 return Err(e.into());
             }
         };
-        let master_key = format!("sk-gauntlet-{}", crate::random::random_hex(16));
-        let provider_key = format!("sk-provider-{}", crate::random::random_hex(16));
         crate::redact::register(&master_key);
         crate::redact::register(&provider_key);
         let mut stack = Self {
@@ -134,11 +140,11 @@ impl Stack {
         for name in level {
             let spec = &m.services[name];
             if let Some(kind) = spec.builtin {
-                let sim = crate::sim::SimConfig::for_deployments(&m.sim_deployments(cfg));
+                let sim = m.sim_config(cfg);
                 let log = self.private.join(format!("{name}.log"));
                 let t0 = Instant::now();
                 let l = self.backend.builtin(name, spec, kind, &sim, &log).await?;
-                self.add_endpoint(name, l, vars);
+                self.add_endpoint(name, l, vars)?;
                 started.push((name.clone(), t0));
             }
         }
@@ -183,7 +189,7 @@ impl Stack {
             };
             let t0 = Instant::now();
             let l = self.backend.launch(launch, &log).await?;
-            self.add_endpoint(name, l, vars);
+            self.add_endpoint(name, l, vars)?;
             started.push((name.clone(), t0));
         }
         let http = reqwest::Client::new();
@@ -232,8 +238,8 @@ impl Stack {
         }
     }
 
-    fn add_endpoint(&mut self, name: &str, l: Launched, vars: &mut Vars) {
-        let (host, port) = super::backend::host_port(&l.internal_url);
+    fn add_endpoint(&mut self, name: &str, l: Launched, vars: &mut Vars) -> Result<(), RunError> {
+        let (host, port) = super::backend::host_port(&l.internal_url)?;
         vars.insert(format!("{name}.url"), l.internal_url.clone());
         vars.insert(format!("{name}.host"), host);
         vars.insert(format!("{name}.port"), port.to_string());
@@ -241,6 +247,7 @@ impl Stack {
             self.endpoints.logs.insert(name.to_owned(), log);
         }
         self.endpoints.services.insert(name.to_owned(), l.endpoint);
+        Ok(())
     }
 
     fn render_router_config(&mut self, m: &Manifest, vars: &Vars) -> anyhow::Result<String> {

@@ -2,7 +2,7 @@
 
 use super::{
     caching, conformance, cooldown, fallbacks, gpu, ledger, limits, perf, pricing, routing, secrets, security, smoke,
-    streaming,
+    streaming, text,
 };
 use crate::runner::registry::{Case, Plan, gate};
 
@@ -21,6 +21,7 @@ pub fn all(plan: &Plan) -> Vec<Case> {
     cases.extend(conformance::cases(plan));
     cases.extend(limits::cases(plan));
     cases.extend(gpu::cases(plan));
+    cases.extend(text::cases(plan));
     spread(&mut cases, cooldown::cases(plan));
     gate(plan, cases)
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::client::exposition::{self, Exposition};
 use crate::client::{RouterClient, RouterHeaders, shape};
 use crate::config::pricing::Tokens;
 use crate::ledger::book::Entry;
@@ -402,43 +403,23 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// One read of a Prometheus text exposition: (name, value) per sample, labels dropped.
+/// One read of vLLM's `/metrics`: Prometheus text 0.0.4 from vLLM (or OpenMetrics from the
+/// simulator standing in for it), parsed as a scraper parses it.
 #[derive(Debug, Default)]
-struct Scrape(Vec<(String, f64)>);
+struct Scrape(Exposition);
 
 impl Scrape {
-    /// Every sample line of `text` (`name{labels} value [timestamp]`); comments and lines
-    /// that do not parse are skipped.
-    fn parse(text: &str) -> Self {
-        let mut out = Vec::new();
-        for line in text.lines().map(str::trim) {
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (name, rest) = match line.find(['{', ' ']) {
-                Some(i) if line[i..].starts_with('{') => match line.rfind('}') {
-                    Some(end) => (&line[..i], &line[end + 1..]),
-                    None => continue,
-                },
-                Some(i) => (&line[..i], &line[i..]),
-                None => continue,
-            };
-            if let Some(value) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
-                out.push((name.to_owned(), value));
-            }
-        }
-        Self(out)
+    /// A text that does not parse is an error naming its line: a scraper would refuse it too.
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        exposition::parse(text)
+            .map(Self)
+            .map_err(|e| anyhow::anyhow!("vLLM's /metrics does not parse as Prometheus text: {e}"))
     }
 
-    /// The sum over every series of `name` (one per label set), `None` when it has none.
+    /// The sum over every series of the sample `name` (one per label set), `None` when it has
+    /// none.
     fn sum(&self, name: &str) -> Option<f64> {
-        let mut found = None;
-        for (n, v) in &self.0 {
-            if n == name {
-                *found.get_or_insert(0.0) += v;
-            }
-        }
-        found
+        self.0.samples(name).map(|s| s.value).reduce(|a, b| a + b)
     }
 
     /// How much `name` grew since `before` (a series missing before counts from 0).
@@ -460,7 +441,7 @@ impl Scrape {
 async fn scrape(v: &RouterClient) -> anyhow::Result<Scrape> {
     let r = v.get("/metrics").await?;
     r.expect_status(200)?;
-    Ok(Scrape::parse(&r.text))
+    Scrape::parse(&r.text).map_err(|e| anyhow::anyhow!("{}: {e}", r.url))
 }
 
 /// Scrapes until `ok` holds, bounded by [`METRICS_SETTLE`]; the last scrape either way.
@@ -587,27 +568,43 @@ mod tests {
 
     #[test]
     fn scrapes_read_vllm_metrics() {
-        let text = "# HELP vllm:num_requests_running Number of requests in model execution batches.\n\
-# TYPE vllm:num_requests_running gauge\n\
-vllm:num_requests_running{engine=\"0\",model_name=\"Qwen/Qwen2.5-0.5B-Instruct\"} 0.0\n\
-vllm:prompt_tokens_total{engine=\"0\",model_name=\"Qwen/Qwen2.5-0.5B-Instruct\"} 120.0\n\
-vllm:request_success_total{engine=\"0\",finished_reason=\"stop\",model_name=\"m\"} 3.0\n\
-vllm:request_success_total{engine=\"0\",finished_reason=\"length\",model_name=\"m\"} 2.0\n\
-vllm:time_to_first_token_seconds_bucket{le=\"+Inf\",model_name=\"m\"} 5.0\n\
-vllm:time_to_first_token_seconds_count{model_name=\"m\"} 5.0\n\
-process_open_fds 12\n\
-broken{line 1\n";
-        let s = Scrape::parse(text);
+        // vLLM's own Prometheus text, and one without TYPE lines (its samples untyped).
+        let s = Scrape::parse(exposition::VLLM_PROMETHEUS_TEXT).unwrap();
         assert_eq!(s.sum(RUNNING), Some(0.0));
         assert_eq!(s.sum(PROMPT), Some(120.0));
+        assert_eq!(s.sum(GENERATION), Some(40.0));
         assert_eq!(s.sum(SUCCESS), Some(5.0));
         assert_eq!(s.sum(TTFT_COUNT), Some(5.0));
-        assert_eq!(s.sum("process_open_fds"), Some(12.0));
-        assert_eq!(s.sum(GENERATION), None);
-        let later = Scrape::parse("vllm:prompt_tokens_total{a=\"b\"} 150\nvllm:generation_tokens_total 7\n");
+        assert_eq!(s.sum(TTFT_SUM), Some(0.249));
+        s.require(&[RUNNING, PROMPT, GENERATION, SUCCESS, TTFT_COUNT]).unwrap();
+        let later = Scrape::parse("vllm:prompt_tokens_total{a=\"b\"} 150\nprocess_open_fds 12\n").unwrap();
         assert_eq!(later.grew(&s, PROMPT), 30.0);
-        assert_eq!(later.grew(&s, GENERATION), 7.0);
-        let err = s.require(&[PROMPT, GENERATION]).unwrap_err().to_string();
+        assert_eq!(later.grew(&s, GENERATION), -40.0);
+        assert_eq!(later.sum("process_open_fds"), Some(12.0));
+        let err = later.require(&[PROMPT, GENERATION]).unwrap_err().to_string();
         assert!(err.contains("vllm:generation_tokens_total"), "{err}");
+        // A line that does not parse fails the scrape, naming it.
+        let err = Scrape::parse("vllm:prompt_tokens_total 1\nbroken{line 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("broken{line 1"), "{err}");
+    }
+
+    /// The simulator standing in for vLLM serves OpenMetrics: the same sample names read.
+    #[test]
+    fn scrapes_read_the_simulators_metrics() {
+        let state = crate::sim::state::State::new(0, vec![crate::sim::DeploymentSpec::named("default")]);
+        let d = state.deployment("default").unwrap();
+        d.metrics
+            .prompt_tokens
+            .fetch_add(12, std::sync::atomic::Ordering::Relaxed);
+        d.metrics.success.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        d.metrics.ttft.observe(0.25);
+        let s = Scrape::parse(&crate::sim::metrics::text(vec![d]).unwrap()).unwrap();
+        s.require(&[RUNNING, PROMPT, GENERATION, SUCCESS, TTFT_COUNT, TTFT_SUM])
+            .unwrap();
+        assert_eq!(s.sum(PROMPT), Some(12.0));
+        assert_eq!(s.sum(SUCCESS), Some(1.0));
+        assert_eq!((s.sum(TTFT_COUNT), s.sum(TTFT_SUM)), (Some(1.0), Some(0.25)));
     }
 }

@@ -28,7 +28,7 @@ use crate::suites::support::{CHAIN_RPM, SINGLE_RPM, break_group};
 use crate::tag::Tag;
 
 /// The router flushes its logging callbacks in batches: how long a payload may take.
-const FLUSH: Duration = Duration::from_secs(30);
+pub(crate) const FLUSH: Duration = Duration::from_secs(30);
 
 pub fn cases(plan: &Plan) -> Vec<Case> {
     let cfg = &plan.config;
@@ -150,17 +150,17 @@ fn unpriced_reason(cfg: &RouterConfig) -> String {
 }
 
 /// One billed request seen from all three sides.
-struct Billed {
-    request: Tag,
-    client: View,
-    upstream: View,
-    router: View,
-    payload: LoggingPayload,
+pub(crate) struct Billed {
+    pub request: Tag,
+    pub client: View,
+    pub upstream: View,
+    pub router: View,
+    pub payload: LoggingPayload,
 }
 
 /// A request billed to `tenant`; `request`, its own tag, travels as its prompt's second
 /// marker (the journal finds it) and as its trace id (the sink finds it).
-fn body(c: &Ctx, group: &str, tenant: &Tag, request: &Tag, prompt: &str) -> Value {
+pub(crate) fn body(c: &Ctx, group: &str, tenant: &Tag, request: &Tag, prompt: &str) -> Value {
     let mut b = json!({
         "model": group,
         "messages": [{"role": "user", "content": format!("{} {prompt}", request.marker())}],
@@ -205,8 +205,42 @@ async fn send(c: &Ctx, body: &Value, stream: bool) -> anyhow::Result<View> {
 
 /// Sends one request and gathers the three views of it; records it in the run's ledger.
 async fn bill(c: &Ctx, group: &str, tenant: &Tag, prompt: &str, stream: bool) -> anyhow::Result<Billed> {
+    bill_with(c, group, tenant, prompt, stream, json!({})).await
+}
+
+/// [`bill`], with `extra` fields merged into the request body (simulator directives such as
+/// `sim_charset`).
+pub(crate) async fn bill_with(
+    c: &Ctx,
+    group: &str,
+    tenant: &Tag,
+    prompt: &str,
+    stream: bool,
+    extra: Value,
+) -> anyhow::Result<Billed> {
     let request = Tag::fresh("req-", 6);
-    let mut b = body(c, group, tenant, &request, prompt);
+    bill_as(c, group, tenant, &request, request.clone(), prompt, stream, extra).await
+}
+
+/// [`bill_with`] for a request whose prompt carries `marker` (the journal finds its upstream
+/// call by it: the last one carrying it) and whose trace id is `request` (the sink finds its
+/// logging payload by that). Two requests with one marker have byte-identical prompts.
+#[allow(clippy::too_many_arguments)]
+async fn bill_as(
+    c: &Ctx,
+    group: &str,
+    tenant: &Tag,
+    marker: &Tag,
+    request: Tag,
+    prompt: &str,
+    stream: bool,
+    extra: Value,
+) -> anyhow::Result<Billed> {
+    let mut b = body(c, group, tenant, marker, prompt);
+    b["metadata"]["trace_id"] = json!(request);
+    if let (Some(b), Value::Object(extra)) = (b.as_object_mut(), extra) {
+        b.extend(extra);
+    }
     if stream {
         b["stream_options"] = json!({"include_usage": true});
     }
@@ -214,7 +248,7 @@ async fn bill(c: &Ctx, group: &str, tenant: &Tag, prompt: &str, stream: bool) ->
     let journal = c
         .sim()?
         .journal(&JournalQuery {
-            tag: Some(request.clone()),
+            tag: Some(marker.clone()),
             ..Default::default()
         })
         .await?;
@@ -271,7 +305,7 @@ pub(crate) fn entry(c: &Ctx, request: &Tag, tenant: &Tag, upstream: &View, route
 }
 
 /// Fails with every disagreement among the three sources, request by request.
-fn reconciled(c: &Ctx, b: &Billed) -> anyhow::Result<f64> {
+pub(crate) fn reconciled(c: &Ctx, b: &Billed) -> anyhow::Result<f64> {
     let d = reconcile::reconcile(b.request.as_str(), &b.client, &b.upstream, &b.router, &c.prices);
     if !d.is_empty() {
         let lines: Vec<String> = d.iter().map(ToString::to_string).collect();
@@ -497,7 +531,27 @@ async fn identical_cost(c: Ctx) -> anyhow::Result<()> {
         .deployment
         .clone()
         .ok_or_else(|| anyhow::anyhow!("request {}: no deployment served it", a.request))?;
-    let b = bill(&c, &served, c.tag(), "same words every time", false).await?;
+    // The same prompt, marker included: a fresh marker is other text, and a BPE tokenizer
+    // may count it differently.
+    let again = Tag::fresh("req-", 6);
+    let b = bill_as(
+        &c,
+        &served,
+        c.tag(),
+        &a.request,
+        again,
+        "same words every time",
+        false,
+        json!({}),
+    )
+    .await?;
+    anyhow::ensure!(
+        (a.upstream.prompt_tokens, a.upstream.completion_tokens)
+            == (b.upstream.prompt_tokens, b.upstream.completion_tokens),
+        "the same request was counted {:?} and then {:?} tokens upstream",
+        (a.upstream.prompt_tokens, a.upstream.completion_tokens),
+        (b.upstream.prompt_tokens, b.upstream.completion_tokens)
+    );
     let (ca, cb) = (reconciled(&c, &a)?, reconciled(&c, &b)?);
     anyhow::ensure!(ca == cb, "identical requests cost {ca} and {cb}");
     anyhow::ensure!(

@@ -554,6 +554,9 @@ mod tests {
             cache_creation_input_tokens: 0,
             outcome: crate::sim::Outcome::Ok,
             latency_ms: 10,
+            charset: Default::default(),
+            tokenizer: Default::default(),
+            reply_fnv: String::new(),
         };
         let who = |_: &JournalEntry| "x".to_owned();
         let calls = [call(0, 30), call(100, 30), call(200, 30)];

@@ -17,5 +17,6 @@ pub mod security;
 pub mod smoke;
 pub mod streaming;
 pub mod support;
+pub mod text;
 
 pub use catalog::all;

@@ -551,6 +551,17 @@ async fn billed_at_its_price(c: Ctx, job: Job) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The last non-null `usage` among the events of an SSE stream, read as an event stream is
+/// (`data:` with or without its space, any line end).
+fn stream_usage(body: &[u8]) -> Option<Value> {
+    crate::client::sse::Parser::default()
+        .feed(body)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v.get("usage").filter(|u| !u.is_null()).cloned())
+        .next_back()
+}
+
 /// A streamed legacy completion: billed from the provider's usage like a chat stream.
 async fn legacy_stream(c: Ctx, group: String, include_usage: bool) -> anyhow::Result<()> {
     let request = Tag::fresh("req-", 6);
@@ -567,13 +578,7 @@ async fn legacy_stream(c: Ctx, group: String, include_usage: bool) -> anyhow::Re
     }
     let r = c.router.post("/v1/completions", &b).await?;
     r.expect_status(200)?;
-    let usage = r
-        .text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| v.get("usage").filter(|u| !u.is_null()).cloned())
-        .next_back();
+    let usage = stream_usage(r.text.as_bytes());
     let mut client = View {
         deployment: r.router().model_id,
         ..View::default()
@@ -619,6 +624,22 @@ async fn legacy_stream(c: Ctx, group: String, include_usage: bool) -> anyhow::Re
 mod tests {
     use super::*;
 
+    /// The old scan took only `data: ` lines split by `\n`: a `data:{…}` (the space is
+    /// optional) or a stream with CR line ends gave no usage, and the case failed saying the
+    /// stream carried none.
+    #[test]
+    fn usage_is_found_however_the_events_are_written() {
+        let u = |n: u64| json!({"prompt_tokens": n, "completion_tokens": 2, "total_tokens": n + 2});
+        let body = format!(
+            "data: {{\"choices\":[],\"usage\":null}}\r\rdata:{{\"choices\":[],\"usage\":{}}}\r\rdata: [DONE]\r\r",
+            u(5)
+        );
+        assert_eq!(stream_usage(body.as_bytes()), Some(u(5)));
+        let crlf = format!("data: {{\"usage\":{}}}\r\n\r\ndata: {{\"usage\":{}}}\n\n", u(1), u(7));
+        assert_eq!(stream_usage(crlf.as_bytes()), Some(u(7)));
+        assert_eq!(stream_usage(b"data: {\"choices\":[]}\n\ndata: [DONE]\n\n"), None);
+    }
+
     fn plan(yaml: &str) -> Plan {
         let m = crate::stack::manifest::Manifest::builtin().unwrap();
         Plan {
@@ -638,10 +659,10 @@ mod tests {
     fn cases_follow_the_prices_each_dialect_can_show() {
         let p = plan(
             "model_list:\n\
-             - {model_name: o, litellm_params: {model: openai/x, api_base: 'http://s/d/o/v1'}, model_info: {id: o1, input_cost_per_token: 1, output_cost_per_token: 2, cache_read_input_token_cost: 0.5, cache_creation_input_token_cost: 3}}\n\
-             - {model_name: a, litellm_params: {model: anthropic/y, api_base: 'http://s/d/a'}, model_info: {id: a1, input_cost_per_token: 1, output_cost_per_token: 2, cache_creation_input_token_cost: 3, output_cost_per_reasoning_token: 4}}\n\
-             - {model_name: m, litellm_params: {model: openai/x, api_base: 'http://s/d/m1/v1'}, model_info: {id: m1, input_cost_per_token: 1, output_cost_per_token: 2, output_cost_per_reasoning_token: 4}}\n\
-             - {model_name: m, litellm_params: {model: openai/x, api_base: 'http://s/d/m2/v1'}, model_info: {id: m2, input_cost_per_token: 1, output_cost_per_token: 2}}\n\
+             - {model_name: o, litellm_params: {model: openai/x, api_base: '${sim.url}/d/o/v1'}, model_info: {id: o1, input_cost_per_token: 1, output_cost_per_token: 2, cache_read_input_token_cost: 0.5, cache_creation_input_token_cost: 3}}\n\
+             - {model_name: a, litellm_params: {model: anthropic/y, api_base: '${sim.url}/d/a'}, model_info: {id: a1, input_cost_per_token: 1, output_cost_per_token: 2, cache_creation_input_token_cost: 3, output_cost_per_reasoning_token: 4}}\n\
+             - {model_name: m, litellm_params: {model: openai/x, api_base: '${sim.url}/d/m1/v1'}, model_info: {id: m1, input_cost_per_token: 1, output_cost_per_token: 2, output_cost_per_reasoning_token: 4}}\n\
+             - {model_name: m, litellm_params: {model: openai/x, api_base: '${sim.url}/d/m2/v1'}, model_info: {id: m2, input_cost_per_token: 1, output_cost_per_token: 2}}\n\
              litellm_settings: {callbacks: [generic_api]}\n",
         );
         let got = names(&cases(&p));

@@ -405,13 +405,20 @@ fn assert_whole_stream_from_fallback<'j>(
         r.served,
         r.primary
     );
-    let words = s.content().split_whitespace().count() as u64;
+    let content = s.content();
+    let tokens = last.tokenizer.count(&content);
+    let whole = format!("{:016x}", crate::sim::fnv(&[content.as_bytes()])) == last.reply_fnv;
     anyhow::ensure!(
-        s.finish_reason().is_some() && words > 0 && words == last.completion_tokens,
-        "the stream is not {}'s whole reply: {} words of its {} (ending: {}): {calls}",
+        s.finish_reason().is_some() && tokens > 0 && whole,
+        "the stream is not {}'s whole reply: {tokens} of its {} tokens ({}), {} (ending: {}): {calls}",
         last.deployment,
-        words,
         last.completion_tokens,
+        last.tokenizer.name(),
+        if whole {
+            "the same bytes"
+        } else {
+            "not the bytes it sent"
+        },
         s.ending()
     );
     Ok(last)

@@ -109,80 +109,16 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// One reply of Redis' protocol (RESP2), as far as the suites read it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Resp {
-    Nil,
-    Int(i64),
-    Text(String),
-    List(Vec<Resp>),
-}
-
-impl Resp {
-    pub fn text(&self) -> Option<&str> {
-        match self {
-            Self::Text(s) => Some(s),
-            _ => None,
-        }
-    }
-}
+pub use crate::stack::redis::Resp;
 
 /// One command to the stack's Redis (what LiteLLM shares between routers: cooldowns, usage
 /// counters), bounded: the suites read the router's state from it, never write.
 pub async fn redis(c: &Ctx, args: &[&str]) -> anyhow::Result<Resp> {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let url = c
         .endpoints
         .url_of(crate::stack::role::Role::Redis)
         .ok_or_else(|| anyhow::anyhow!("this case reads the router's state in Redis, and the target has none"))?;
-    let hp = url.trim_start_matches("redis://").trim_end_matches('/').to_owned();
-    let mut cmd = format!("*{}\r\n", args.len());
-    for a in args {
-        cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-    }
-    fn read<'a>(
-        r: &'a mut BufReader<tokio::net::TcpStream>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Resp>> + Send + 'a>> {
-        Box::pin(async move {
-            let mut line = String::new();
-            r.read_line(&mut line).await?;
-            let line = line.trim_end_matches("\r\n");
-            let (kind, rest) = line.split_at(line.len().min(1));
-            let n = || {
-                rest.parse::<i64>()
-                    .map_err(|_| anyhow::anyhow!("redis answered {line:?}"))
-            };
-            Ok(match kind {
-                "+" => Resp::Text(rest.to_owned()),
-                "-" => anyhow::bail!("redis refused the command: {rest}"),
-                ":" => Resp::Int(n()?),
-                "$" if n()? < 0 => Resp::Nil,
-                "$" => {
-                    let mut buf = vec![0u8; n()? as usize + 2];
-                    r.read_exact(&mut buf).await?;
-                    buf.truncate(buf.len() - 2);
-                    Resp::Text(String::from_utf8_lossy(&buf).into_owned())
-                }
-                "*" if n()? < 0 => Resp::Nil,
-                "*" => {
-                    let mut items = Vec::new();
-                    for _ in 0..n()? {
-                        items.push(read(r).await?);
-                    }
-                    Resp::List(items)
-                }
-                _ => anyhow::bail!("redis answered {line:?}"),
-            })
-        })
-    }
-    let io = async {
-        let mut s = tokio::net::TcpStream::connect(&hp).await?;
-        s.write_all(cmd.as_bytes()).await?;
-        read(&mut BufReader::new(s)).await
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(5), io)
-        .await
-        .map_err(|_| anyhow::anyhow!("redis at {hp}: no answer to {} within 5s", args[0]))?
+    crate::stack::redis::command_at(url, args, std::time::Duration::from_secs(5)).await
 }
 
 /// A cooldown as LiteLLM wrote it to `deployment:<id>:cooldown` (a Python dict's repr:

@@ -171,8 +171,43 @@ impl Backend {
     }
 }
 
-pub(crate) fn host_port(url: &str) -> (String, u16) {
-    let hp = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or("");
-    let (h, p) = hp.rsplit_once(':').unwrap_or((hp, "80"));
-    (h.to_owned(), p.parse().unwrap_or(80))
+/// A service URL's host and port: the port it names, else its scheme's (80 for `http`, 443
+/// for `https`, 6379 for `redis`). An IPv6 host comes without its brackets, as a `host`
+/// setting (LiteLLM's `redis_host`) wants it.
+pub(crate) fn host_port(url: &str) -> Result<(String, u16), RunError> {
+    let bad = |why: &str| RunError::stack(format!("service URL {url:?}: {why}"));
+    let u = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    let host = match u.host() {
+        Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        _ => return Err(bad("no host")),
+    };
+    let port = match (u.port_or_known_default(), u.scheme()) {
+        (Some(p), _) => p,
+        (None, "redis") => crate::stack::redis::DEFAULT_PORT,
+        (None, scheme) => return Err(bad(&format!("no port, and {scheme}:// has no default"))),
+    };
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The old split took what followed the last `:` as the port and 80 otherwise:
+    /// `https://h` was port 80, and `http://[::1]` (no port) port 0 with host `[:`.
+    #[test]
+    fn host_port_reads_urls_as_urls() {
+        let hp = |u: &str| host_port(u).unwrap();
+        assert_eq!(hp("https://h"), ("h".into(), 443));
+        assert_eq!(hp("http://h"), ("h".into(), 80));
+        assert_eq!(hp("http://127.0.0.1:7001"), ("127.0.0.1".into(), 7001));
+        assert_eq!(hp("http://[::1]"), ("::1".into(), 80));
+        assert_eq!(hp("http://[::1]:8000/d/x"), ("::1".into(), 8000));
+        assert_eq!(hp("redis://redis"), ("redis".into(), 6379));
+        assert_eq!(hp("http://user:pw@sim:9/x?y=1:2"), ("sim".into(), 9));
+        assert!(host_port("not a url").is_err());
+        assert!(host_port("tcp://h").is_err());
+    }
 }

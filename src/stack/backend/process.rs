@@ -176,7 +176,7 @@ impl Processes {
                 url
             }
         };
-        let (host, port) = super::host_port(&url);
+        let (host, port) = super::host_port(&url)?;
         Ok(Launched {
             internal_url: url.clone(),
             endpoint: Endpoint {

@@ -266,22 +266,10 @@ pub(super) async fn build(
 }
 
 /// The engine wraps a RUN step's stderr in terminal colour codes; logs and errors want text.
+/// Every ANSI sequence goes (CSI with any final byte, OSC titles and hyperlinks), not only SGR,
+/// and the text's own tabs and line ends stay.
 fn without_colour(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find('\u{1b}') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        rest = match after.strip_prefix('[') {
-            Some(seq) => match seq.find(|c: char| c.is_ascii_alphabetic()) {
-                Some(end) => &seq[end + 1..],
-                None => "",
-            },
-            None => after,
-        };
-    }
-    out.push_str(rest);
-    out
+    anstream::adapter::strip_str(text).to_string()
 }
 
 /// The value of [`RECIPE_LABEL`]: which recipe, and the full digest of its inputs.
@@ -342,6 +330,20 @@ mod tests {
     fn colour_codes_are_dropped() {
         assert_eq!(without_colour("\u{1b}[91mERROR: no\n\u{1b}[0m"), "ERROR: no\n");
         assert_eq!(without_colour("plain"), "plain");
+    }
+
+    /// The old stripper ended a CSI sequence at its first letter: `ESC[2~` (final byte `~`)
+    /// swallowed the `H` of the text after it; an OSC sequence (a title, a hyperlink) was
+    /// left in but for its ESC.
+    #[test]
+    fn without_colour_strips_every_ansi_sequence() {
+        assert_eq!(without_colour("\u{1b}[2~Hello"), "Hello");
+        assert_eq!(
+            without_colour("\u{1b}]0;title\u{7}step \u{1b}]8;;http://x\u{1b}\\link\u{1b}]8;;\u{1b}\\ done"),
+            "step link done"
+        );
+        assert_eq!(without_colour("\u{1b}[1;31mred\u{1b}[0m é"), "red é");
+        assert_eq!(without_colour("a\u{1b}[?25lb\u{1b}[38;2;1;2;3mc\td\r\n"), "abc\td\r\n");
     }
 
     #[test]
