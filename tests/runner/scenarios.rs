@@ -22,6 +22,8 @@ pub const MIXED: &[&str] = &[
     "streaming",
     "--skip",
     "readiness",
+    "--skip",
+    "charset",
 ];
 
 /// A finished run of the fixture stack and what it left.

@@ -74,6 +74,8 @@ pub const PASSING: &[&str] = &[
     "streaming",
     "--skip",
     "metadata",
+    "--skip",
+    "charset",
 ];
 /// Their names.
 pub const PASSING_NAMES: &[&str] = &[
