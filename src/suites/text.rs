@@ -43,8 +43,9 @@ fn prompt(cs: Charset) -> &'static str {
 }
 
 /// The group the cases ask: chat, every deployment an OpenAI-compatible simulator deployment
-/// (LiteLLM passes `sim_charset` on to those), usable for a few requests.
-fn text_group(cfg: &RouterConfig, priced: bool) -> Result<String, String> {
+/// (LiteLLM passes `sim_charset` and `sim_usage` on to those; the simulator's Anthropic
+/// dialect takes `sim_charset` too, but not `sim_usage`), usable for a few requests.
+pub(crate) fn text_group(cfg: &RouterConfig, priced: bool) -> Result<String, String> {
     cfg.groups()
         .into_iter()
         .find(|g| {
@@ -60,7 +61,8 @@ fn text_group(cfg: &RouterConfig, priced: bool) -> Result<String, String> {
         .ok_or_else(|| {
             format!(
                 "no chat group whose every deployment is an OpenAI-compatible simulator deployment{}: \
-                 the simulator's charset directive (sim_charset) reaches only those",
+                 the charset cases ask only those (the recount needs sim_usage, which only the \
+                 OpenAI dialect takes)",
                 if priced { " with a price" } else { "" }
             )
         })
