@@ -214,6 +214,12 @@ impl Outcome {
         matches!(self, Self::Ok)
     }
 
+    /// A whole reply went back, with its usage or (asked by `sim_usage.omit`) without: a
+    /// provider bills both.
+    pub fn served(&self) -> bool {
+        matches!(self, Self::Ok | Self::NoUsage)
+    }
+
     /// An HTTP error answer (not a hang, reset, malformed body or cut stream).
     pub fn is_error(&self) -> bool {
         matches!(self, Self::Error(_))

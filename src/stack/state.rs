@@ -61,7 +61,11 @@ pub fn touch(path: &Path) {
     }
 }
 
+/// Whether a process exists. EPERM means it does, under another user: such a run is not
+/// dead, and `down --all` must not sweep it.
 pub fn alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
-    pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0
+    pid != 0
+        && (unsafe { libc::kill(pid as i32, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }

@@ -92,7 +92,7 @@ pub fn stop_group(pgid: i32) {
         if unsafe { libc::killpg(pgid, 0) } != 0 {
             return;
         }
-        reap_any();
+        reap_group(pgid);
         std::thread::sleep(Duration::from_millis(25));
     }
     unsafe {
@@ -100,13 +100,45 @@ pub fn stop_group(pgid: i32) {
     }
 }
 
-/// Reaps exited children so a stopped group leader does not linger as a zombie (which
-/// `killpg(_, 0)` would still see).
-fn reap_any() {
+/// Reaps the group's exited children so a stopped group leader does not linger as a zombie
+/// (which `killpg(_, 0)` would still see). Only that group's: reaping any child would take
+/// the exit status another part of gauntlet is waiting for (a `Command::output()` then fails
+/// with ECHILD) and hide another service's death from its health witness.
+fn reap_group(pgid: i32) {
     loop {
-        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        // SAFETY: waits only on children in the group we created, without blocking.
+        let r = unsafe { libc::waitpid(-pgid, std::ptr::null_mut(), libc::WNOHANG) };
         if r <= 0 {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+
+    use super::stop_group;
+
+    /// Stopping a group leaves the exit status of gauntlet's other children to their owners.
+    #[test]
+    fn stopping_a_group_reaps_only_that_group() {
+        let mut other = Command::new("true").spawn().unwrap();
+        // Wait until `other` has exited, without reaping it (WNOWAIT).
+        // SAFETY: plain syscall on our own child; siginfo is zeroed and only read after success.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let r = libc::waitid(libc::P_PID, other.id(), &mut info, libc::WEXITED | libc::WNOWAIT);
+            assert_eq!(r, 0);
+        }
+        let mut group = Command::new("sleep").arg("30").process_group(0).spawn().unwrap();
+        stop_group(group.id() as i32);
+        let status = other
+            .wait()
+            .expect("the other child's exit status was taken by the group's teardown");
+        assert!(status.success());
+        // The group's own leader was reaped by the teardown, or can still be.
+        let _ = group.wait();
     }
 }

@@ -22,8 +22,9 @@ use crate::ledger::payload::{LoggingPayload, Status, unique};
 use crate::ledger::reconcile::{self, View};
 use crate::runner::context::Ctx;
 use crate::runner::registry::{Case, Plan};
-use crate::sim::{Fault, JournalQuery};
+use crate::sim::Fault;
 use crate::stack::role::Role;
+use crate::suites::support::served_call;
 use crate::suites::support::{CHAIN_RPM, SINGLE_RPM, break_group};
 use crate::tag::Tag;
 
@@ -245,17 +246,7 @@ async fn bill_as(
         b["stream_options"] = json!({"include_usage": true});
     }
     let client = send(c, &b, stream).await?;
-    let journal = c
-        .sim()?
-        .journal(&JournalQuery {
-            tag: Some(marker.clone()),
-            ..Default::default()
-        })
-        .await?;
-    let served =
-        journal.iter().rev().find(|e| e.outcome.is_ok()).ok_or_else(|| {
-            anyhow::anyhow!("request {request}: no successful upstream call in the simulator journal")
-        })?;
+    let served = served_call(c, marker).await?;
     let upstream = View {
         deployment: c
             .config

@@ -29,7 +29,6 @@ use crate::ledger::reconcile::{self, View};
 use crate::runner::context::Ctx;
 use crate::runner::registry::{Case, Plan};
 use crate::sim::request::UsageDetails;
-use crate::sim::{JournalQuery, Outcome};
 use crate::stack::role::Role;
 use crate::suites::support::SINGLE_RPM;
 use crate::tag::Tag;
@@ -429,19 +428,7 @@ async fn send(c: &Ctx, body: &Value, transport: Transport) -> anyhow::Result<Vie
 /// The upstream's bill of `request`: the journal's counts, and the usage details the
 /// simulator reported by its rule for what the request asked.
 async fn upstream(c: &Ctx, request: &Tag, job: &Job) -> anyhow::Result<View> {
-    let journal = c
-        .sim()?
-        .journal(&JournalQuery {
-            tag: Some(request.clone()),
-            ..Default::default()
-        })
-        .await?;
-    // A reply without usage was served all the same, and a provider bills it all the same.
-    let served = journal
-        .iter()
-        .rev()
-        .find(|e| e.outcome.is_ok() || e.outcome == Outcome::NoUsage)
-        .ok_or_else(|| anyhow::anyhow!("request {request}: no successful upstream call in the simulator journal"))?;
+    let served = super::support::served_call(c, request).await?;
     let mut v = View {
         deployment: c.config.by_sim(&served.deployment).map(|d| d.id.clone()),
         prompt_tokens: Some(served.prompt_tokens),

@@ -64,6 +64,18 @@ pub async fn calls(c: &Ctx, tag: &Tag) -> anyhow::Result<Vec<JournalEntry>> {
     Ok(j)
 }
 
+/// The last upstream call carrying `tag` that sent a whole reply ([`Outcome::served`]): the one
+/// that answered the request.
+pub async fn served_call(c: &Ctx, tag: &Tag) -> anyhow::Result<JournalEntry> {
+    let journal = calls(c, tag).await?;
+    let seen = path(&journal);
+    journal
+        .into_iter()
+        .rev()
+        .find(|e| e.outcome.served())
+        .ok_or_else(|| anyhow::anyhow!("{tag}: no upstream call sent a whole reply (the simulator journal: [{seen}])"))
+}
+
 /// Every call one simulator deployment has had, from any case: cooldown is per deployment,
 /// not per tag.
 pub async fn all_calls_to(c: &Ctx, deployment: &str) -> anyhow::Result<Vec<JournalEntry>> {

@@ -17,7 +17,7 @@
 use serde_json::{Value, json};
 
 use super::ledger::{FLUSH, bill_with, body as ledger_body, group_price_gate, reconciled};
-use super::support::SINGLE_RPM;
+use super::support::{SINGLE_RPM, served_call};
 use crate::client::shape;
 use crate::config::RouterConfig;
 use crate::config::pricing::Tokens;
@@ -26,7 +26,7 @@ use crate::config::recount::{self, Encoding, OpenAiModels, Recount};
 use crate::ledger::payload::LoggingPayload;
 use crate::runner::context::Ctx;
 use crate::runner::registry::{Case, Plan};
-use crate::sim::{Charset, JournalEntry, JournalQuery, Outcome, Tokenizer, fnv};
+use crate::sim::{Charset, JournalEntry, Tokenizer, fnv};
 use crate::stack::role::Role;
 use crate::tag::Tag;
 
@@ -43,8 +43,9 @@ fn prompt(cs: Charset) -> &'static str {
 }
 
 /// The group the cases ask: chat, every deployment an OpenAI-compatible simulator deployment
-/// (LiteLLM passes `sim_charset` on to those), usable for a few requests.
-fn text_group(cfg: &RouterConfig, priced: bool) -> Result<String, String> {
+/// (LiteLLM passes `sim_charset` and `sim_usage` on to those; the simulator's Anthropic
+/// dialect takes `sim_charset` too, but not `sim_usage`), usable for a few requests.
+pub(crate) fn text_group(cfg: &RouterConfig, priced: bool) -> Result<String, String> {
     cfg.groups()
         .into_iter()
         .find(|g| {
@@ -60,7 +61,8 @@ fn text_group(cfg: &RouterConfig, priced: bool) -> Result<String, String> {
         .ok_or_else(|| {
             format!(
                 "no chat group whose every deployment is an OpenAI-compatible simulator deployment{}: \
-                 the simulator's charset directive (sim_charset) reaches only those",
+                 the charset cases ask only those (the recount needs sim_usage, which only the \
+                 OpenAI dialect takes)",
                 if priced { " with a price" } else { "" }
             )
         })
@@ -132,24 +134,6 @@ fn gated(case: Case, group: &Result<String, String>) -> Case {
     }
 }
 
-/// The successful upstream call of a request tagged `tag`.
-async fn served(c: &Ctx, tag: &Tag) -> anyhow::Result<JournalEntry> {
-    let journal = c
-        .sim()?
-        .journal(&JournalQuery {
-            tag: Some(tag.clone()),
-            ..Default::default()
-        })
-        .await?;
-    let calls = super::support::path(&journal);
-    journal
-        .into_iter()
-        .rev()
-        // A whole reply, with its usage or (asked by `sim_usage.omit`) without.
-        .find(|e| e.outcome.is_ok() || e.outcome == Outcome::NoUsage)
-        .ok_or_else(|| anyhow::anyhow!("no successful upstream call for {tag} in the simulator journal: [{calls}]"))
-}
-
 /// What the client got is what the simulator sent, byte for byte, and in the charset asked.
 fn same_bytes(content: &str, e: &JournalEntry, cs: Charset) -> anyhow::Result<()> {
     let got = format!("{:016x}", fnv(&[content.as_bytes()]));
@@ -190,7 +174,7 @@ async fn plain(c: Ctx, group: String, cs: Charset) -> anyhow::Result<()> {
         .pointer("/choices/0/message/content")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let e = served(&c, c.tag()).await?;
+    let e = served_call(&c, c.tag()).await?;
     same_bytes(content, &e, cs)?;
     let (_, completion, _) = shape::usage(&v["usage"])?;
     anyhow::ensure!(
@@ -214,7 +198,7 @@ async fn streamed(c: Ctx, group: String, cs: Charset) -> anyhow::Result<()> {
         s.ending()
     );
     let content = s.content();
-    let e = served(&c, c.tag()).await?;
+    let e = served_call(&c, c.tag()).await?;
     same_bytes(&content, &e, cs)?;
     let usage = s
         .usage()
@@ -235,7 +219,7 @@ async fn billed(c: Ctx, group: String, cs: Charset) -> anyhow::Result<()> {
     let extra = json!({"sim_charset": cs.name()});
     let b = bill_with(&c, &group, c.tag(), prompt(cs), false, extra).await?;
     reconciled(&c, &b)?;
-    let e = served(&c, &b.request).await?;
+    let e = served_call(&c, &b.request).await?;
     anyhow::ensure!(
         !e.prompt_excerpt.is_ascii(),
         "the prompt reached {} as ASCII: {:?}",
@@ -269,7 +253,7 @@ async fn recounted(c: Ctx, group: String, cs: Charset, rule: Recount) -> anyhow:
     let s = c.router.chat_stream(&b).await?;
     s.expect_ok()?;
     let content = s.content();
-    let e = served(&c, &request).await?;
+    let e = served_call(&c, &request).await?;
     same_bytes(&content, &e, cs)?;
     let messages: Vec<(String, String)> = b["messages"]
         .as_array()

@@ -207,7 +207,7 @@ impl Processes {
                 &mut info,
                 libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
             );
-            (r == 0 && info.si_pid() != 0).then(|| format!("exit status {}", info.si_status()))
+            (r == 0 && info.si_pid() != 0).then(|| describe_end(info.si_code, info.si_status()))
         }
     }
 
@@ -294,8 +294,35 @@ fn missing_program(service: &str, program: &str) -> String {
     format!("service '{service}' needs '{program}', which is not on PATH: {how}")
 }
 
+/// How a child ended, from `waitid`'s `si_code` and `si_status`: a signal number is not an
+/// exit status ("exit status 9" for a SIGKILL misleads whoever reads the failure).
+fn describe_end(code: i32, status: i32) -> String {
+    match code {
+        libc::CLD_KILLED => format!("killed by signal {status}"),
+        libc::CLD_DUMPED => format!("killed by signal {status} (core dumped)"),
+        _ => format!("exit status {status}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    /// A SIGKILLed child is reported as killed by signal 9, not as "exit status 9".
+    #[test]
+    // waitid without WNOWAIT below reaps it: clippy cannot see that.
+    #[allow(clippy::zombie_processes)]
+    fn a_signal_death_is_named_as_one() {
+        let child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        // SAFETY: signalling and peeking at our own child.
+        let how = unsafe {
+            libc::kill(child.id() as i32, libc::SIGKILL);
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            assert_eq!(libc::waitid(libc::P_PID, child.id(), &mut info, libc::WEXITED), 0);
+            super::describe_end(info.si_code, info.si_status())
+        };
+        assert_eq!(how, "killed by signal 9");
+        assert_eq!(super::describe_end(libc::CLD_EXITED, 3), "exit status 3");
+    }
     use std::time::{Duration, Instant};
 
     use super::*;

@@ -2,7 +2,8 @@
 
 Run by gauntlet's conformance suite: SDK_BASE_URL (…/v1), SDK_API_KEY, SDK_MODEL and
 SDK_FAULTS=1 when the endpoint is the simulator (it then also checks that each simulated
-error maps to the SDK's own exception type). Prints one JSON object: check name -> "ok" or
+error maps to the SDK's own exception type), SDK_CHARSET_MODEL when a model's replies can be
+asked in other scripts (`sim_charset`: the SDK must decode multi-byte streams whole). Prints one JSON object: check name -> "ok" or
 the reason it failed.
 """
 import json
@@ -15,6 +16,7 @@ base = os.environ["SDK_BASE_URL"]
 key = os.environ.get("SDK_API_KEY") or "sk-none"
 model = os.environ.get("SDK_MODEL", "sim-model")
 faults = os.environ.get("SDK_FAULTS") == "1"
+charset_model = os.environ.get("SDK_CHARSET_MODEL")
 # What is checked is what the SDK makes of each reply, not how fast it comes: the bound is
 # generous (a router busy with a whole run's cases answered a stream after more than 20 s).
 client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=60)
@@ -56,6 +58,18 @@ def models():
     assert ids, "empty model list"
 
 
+def charset_stream(charset):
+    def run():
+        chunks = list(client.chat.completions.create(
+            model=charset_model, messages=[{"role": "user", "content": "conformance 路由 🚦 مرحبا"}],
+            max_tokens=16, stream=True, extra_body={"sim_charset": charset}))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text, "no streamed content"
+        assert "\ufffd" not in text, f"U+FFFD (a broken character) in {text!r}"
+        assert not text.isascii(), f"asked for {charset} text, got ASCII {text!r}"
+    return run
+
+
 def raises(expected, header):
     def run():
         try:
@@ -72,6 +86,9 @@ def raises(expected, header):
 check("chat", plain)
 check("chat_stream", stream)
 check("models", models)
+if charset_model:
+    for charset in ("cjk", "emoji", "rtl", "combining"):
+        check(f"chat_stream_{charset}", charset_stream(charset))
 if faults:
     check("legacy_completion", legacy)
     check("error_429_is_RateLimitError", raises(openai.RateLimitError, "429"))

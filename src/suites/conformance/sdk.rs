@@ -1,6 +1,7 @@
 //! Conformance: a client nobody here wrote — the official OpenAI Python SDK — parses every
 //! reply of the simulator (plain, streamed, legacy, models) and maps each simulated error to
-//! its own exception type; and the same SDK talks to the real router in front of it.
+//! its own exception type, decodes non-ASCII streams whole (CJK, emoji, RTL, combining marks);
+//! and the same SDK talks to the real router in front of it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +40,7 @@ async fn run_sdk(
     key: Option<&str>,
     model: &str,
     faults: bool,
+    charset_model: Option<&str>,
 ) -> anyhow::Result<serde_json::Map<String, Value>> {
     let py = tokio::task::spawn_blocking(python).await??;
     let dir = std::env::temp_dir().join(format!("gauntlet-sdk-{}", crate::random::random_hex(4)));
@@ -52,6 +54,7 @@ async fn run_sdk(
         .env("SDK_API_KEY", key.unwrap_or(""))
         .env("SDK_MODEL", model)
         .env("SDK_FAULTS", if faults { "1" } else { "0" })
+        .env("SDK_CHARSET_MODEL", charset_model.unwrap_or(""))
         .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
         .await
@@ -102,13 +105,22 @@ async fn simulator(c: Ctx) -> anyhow::Result<()> {
         .into_iter()
         .next()
         .ok_or_else(|| anyhow::anyhow!("no simulator deployment"))?;
-    let results = run_sdk(&format!("{sim}/d/{d}/v1"), None, "sim-model", true).await?;
-    verdict(&results, 11)
+    let results = run_sdk(&format!("{sim}/d/{d}/v1"), None, "sim-model", true, Some("sim-model")).await?;
+    verdict(&results, 15)
 }
 
 async fn through_router(c: Ctx) -> anyhow::Result<()> {
     let group = c.probe_group()?;
     let base = format!("{}/v1", c.router.base);
-    let results = run_sdk(&base, c.endpoints.master_key.as_deref(), &group, false).await?;
-    verdict(&results, 3)
+    // Non-ASCII streams through the router where a group passes `sim_charset` on.
+    let charsets = crate::suites::text::text_group(&c.config, false).ok();
+    let results = run_sdk(
+        &base,
+        c.endpoints.master_key.as_deref(),
+        &group,
+        false,
+        charsets.as_deref(),
+    )
+    .await?;
+    verdict(&results, if charsets.is_some() { 7 } else { 3 })
 }
