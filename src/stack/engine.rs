@@ -88,29 +88,43 @@ pub async fn sweep(docker: &Docker, include_live: bool) -> (usize, usize) {
 
 async fn sweep_where(docker: &Docker, label: &str, take: impl Fn(&HashMap<String, String>) -> bool) -> (usize, usize) {
     let filters = HashMap::from([("label", vec![label])]);
-    let containers = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new().all(true).filters(&filters).build(),
-        ))
-        .await
-        .unwrap_or_default();
-    let doomed: Vec<String> = containers
-        .into_iter()
-        .filter(|c| take(c.labels.as_ref().unwrap_or(&HashMap::new())))
-        .filter_map(|c| c.id)
-        .collect();
-    let removals = doomed.iter().map(|id| async move {
-        let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
-        // Bounded: a wedged engine must not hang teardown.
-        tokio::time::timeout(Duration::from_secs(30), docker.remove_container(id, Some(opts)))
+    // Another teardown path may be removing the same containers (the signal handler beside a
+    // stack's own stop): the engine then refuses ours ("removal already in progress") and the
+    // container is still listed for a moment. So list again until none is left, bounded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut removed = 0;
+    loop {
+        let containers = docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new().all(true).filters(&filters).build(),
+            ))
             .await
-            .is_ok_and(|r| r.is_ok())
-    });
-    let removed = futures_util::future::join_all(removals)
-        .await
-        .into_iter()
-        .filter(|ok| *ok)
-        .count();
+            .unwrap_or_default();
+        let doomed: Vec<String> = containers
+            .into_iter()
+            .filter(|c| take(c.labels.as_ref().unwrap_or(&HashMap::new())))
+            .filter_map(|c| c.id)
+            .collect();
+        if doomed.is_empty() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        let removals = doomed.iter().map(|id| async move {
+            let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+            // Bounded: a wedged engine must not hang teardown.
+            tokio::time::timeout_at(deadline, docker.remove_container(id, Some(opts)))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        });
+        let ok = futures_util::future::join_all(removals)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count();
+        removed += ok;
+        if ok < doomed.len() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let networks = docker
         .list_networks(Some(ListNetworksOptionsBuilder::new().filters(&filters).build()))
         .await

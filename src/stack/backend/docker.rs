@@ -273,6 +273,7 @@ impl Containers {
             .inspect_container(id, None)
             .await
             .map_err(|e| RunError::stack(format!("service '{service}': cannot inspect its container: {e}")))?;
+        let running = info.state.as_ref().and_then(|s| s.running);
         let port = info
             .network_settings
             .and_then(|n| n.ports)
@@ -280,6 +281,10 @@ impl Containers {
             .flatten()
             .and_then(|b| b.into_iter().find_map(|b| b.host_port))
             .and_then(|p| p.parse::<u16>().ok())
+            // It exited before its port could be read (a container failing at once, on a busy
+            // engine): no port, and the health wait reports the exit with its last lines, as it
+            // does for any death at start-up.
+            .or((running == Some(false)).then_some(0))
             .ok_or_else(|| {
                 let why = self.exited(service).unwrap_or_else(|| "no published port".into());
                 RunError::stack(format!(
