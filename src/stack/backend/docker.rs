@@ -431,8 +431,27 @@ impl Containers {
             return;
         }
         self.stopped = true;
-        for f in self.followers.drain(..) {
-            f.abort();
+        // The followers write what the containers said into the run's logs: kill the
+        // containers first, which ends their log streams, and let the followers drain them
+        // (bounded) before anything is removed; aborted at once, a short run's last lines
+        // were lost (an empty router.log was seen under load).
+        for (_, id) in &self.started {
+            let kill = KillContainerOptionsBuilder::new().signal("SIGKILL").build();
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                self.docker.kill_container(id, Some(kill)),
+            )
+            .await;
+        }
+        let followers: Vec<_> = self.followers.drain(..).collect();
+        let aborts: Vec<_> = followers.iter().map(|f| f.abort_handle()).collect();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            futures_util::future::join_all(followers),
+        )
+        .await;
+        for a in aborts {
+            a.abort();
         }
         let _ = engine::sweep_run(&self.docker, &self.run).await;
         self.teardown.docker_done(&self.run);
