@@ -7,6 +7,9 @@ use std::process::ExitCode;
 pub mod exit {
     /// Every selected case passed.
     pub const OK: u8 = 0;
+    /// `gauntlet load`: a point stopped past its error budget, or the regression gate
+    /// found the run slower than its baseline.
+    pub const LOAD_FAILED: u8 = 1;
     /// At least one case failed (libtest's own code).
     pub const TEST_FAILED: u8 = 101;
     /// Bad command line, environment variable, manifest or router config.
@@ -33,6 +36,12 @@ pub enum RunError {
     /// A service started but never became ready (the cause says which, why, and its log).
     #[error(transparent)]
     Unhealthy(Box<dyn std::error::Error + Send + Sync>),
+    /// A load run measured what it was told to fail on (error budget, regression gate).
+    #[error("{0}")]
+    Failed(String),
+    /// SIGINT or SIGTERM stopped it.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl RunError {
@@ -46,6 +55,8 @@ impl RunError {
         match self {
             Self::Usage(_) | Self::Config(_) => exit::USAGE,
             Self::Stack(_) | Self::Unhealthy(_) => exit::STACK,
+            Self::Failed(_) => exit::LOAD_FAILED,
+            Self::Interrupted => exit::INTERRUPTED,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod ledger;
+pub mod load;
 pub mod random;
 pub mod redact;
 pub mod runner;

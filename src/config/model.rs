@@ -401,6 +401,21 @@ impl RouterConfig {
         }
     }
 
+    /// The first chat group with room for `per_minute` requests whose every deployment the
+    /// simulator serves on its OpenAI route: a direct call to one of them is the very call the
+    /// router makes, so the two can be compared (router overhead, load).
+    pub fn direct_comparable_group(&self, per_minute: f64) -> Option<String> {
+        self.groups().into_iter().find(|g| {
+            self.unusable(g, per_minute).is_none()
+                && self.deployments_of(g).iter().all(|d| {
+                    matches!(
+                        d.provider,
+                        super::provider::Provider::OpenAi | super::provider::Provider::HostedVllm
+                    )
+                })
+        })
+    }
+
     /// The group generic cases (auth, format, streaming, caching…) send their traffic to:
     /// the first chat group on the simulator with room for [`PROBE_RPM`] requests a minute.
     pub fn probe_group(&self) -> Option<String> {

@@ -73,6 +73,9 @@ enum Command {
         /// http://host:port/path or redis://host:port.
         url: String,
     },
+    /// Load the router (or any OpenAI-compatible URL): open- and closed-loop profiles, HDR
+    /// latencies from the intended send time, router overhead, shards, a regression gate.
+    Load(Box<crate::load::LoadCli>),
     /// Benchmarks (print numbers; never assert times).
     Bench {
         #[command(subcommand)]
@@ -143,6 +146,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
             .map_err(Into::into),
         Command::Images(a) => block_on(crate::stack::image::images_cli(a)),
         Command::Sim(a) => block_on(crate::sim::serve_cli(a)),
+        Command::Load(a) => super::load::main(*a),
         Command::Bench { what: Bench::Sim(a) } => block_on(crate::sim::bench_cli(a)),
         Command::Bench { what: Bench::Sse(a) } => crate::client::bench::bench_cli(a),
     };

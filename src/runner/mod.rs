@@ -3,6 +3,7 @@
 pub mod capture;
 pub mod cli;
 pub mod context;
+pub mod load;
 pub mod locks;
 pub mod progress;
 pub mod registry;

@@ -37,17 +37,7 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
     }
     let (manifest, config, _prices) = super::run::load_config()?;
     let services = if a.services.is_empty() {
-        // Every service, but a GPU service only where a GPU can be given: elsewhere the
-        // simulator stands in for it, as in a run.
-        let backend = stack::BackendKind::select(manifest.stack.backend)?;
-        let mut all = Vec::new();
-        for (name, spec) in &manifest.services {
-            match spec.gpu.as_deref().and_then(|g| stack::gpu::unavailable(backend, g)) {
-                Some(why) => eprintln!("gauntlet: leaving out '{name}': {why}"),
-                None => all.push(name.clone()),
-            }
-        }
-        all
+        every_service(&manifest)?
     } else {
         a.services.clone()
     };
@@ -79,6 +69,20 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&state_path);
         Ok(())
     })
+}
+
+/// Every service of the manifest, but a GPU service only where a GPU can be given:
+/// elsewhere the simulator stands in for it, as in a run.
+pub fn every_service(manifest: &stack::manifest::Manifest) -> anyhow::Result<Vec<String>> {
+    let backend = stack::BackendKind::select(manifest.stack.backend)?;
+    let mut all = Vec::new();
+    for (name, spec) in &manifest.services {
+        match spec.gpu.as_deref().and_then(|g| stack::gpu::unavailable(backend, g)) {
+            Some(why) => eprintln!("gauntlet: leaving out '{name}': {why}"),
+            None => all.push(name.clone()),
+        }
+    }
+    Ok(all)
 }
 
 /// Returns why the foreground stack should stop: a signal, or idle for too long.

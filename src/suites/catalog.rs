@@ -1,8 +1,8 @@
 //! Every suite's cases, gated on what the target offers.
 
 use super::{
-    caching, conformance, cooldown, fallbacks, gpu, ledger, limits, perf, pricing, routing, secrets, security, smoke,
-    streaming, text,
+    caching, conformance, cooldown, fallbacks, gpu, ledger, limits, load, perf, pricing, routing, secrets, security,
+    smoke, streaming, text,
 };
 use crate::runner::registry::{Case, Plan, gate};
 
@@ -18,6 +18,7 @@ pub fn all(plan: &Plan) -> Vec<Case> {
     cases.extend(secrets::cases(plan));
     cases.extend(security::cases(plan));
     cases.extend(perf::cases(plan));
+    cases.extend(load::cases(plan));
     cases.extend(conformance::cases(plan));
     cases.extend(limits::cases(plan));
     cases.extend(gpu::cases(plan));

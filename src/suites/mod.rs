@@ -9,6 +9,7 @@ pub mod fallbacks;
 pub mod gpu;
 pub mod ledger;
 pub mod limits;
+pub mod load;
 pub mod perf;
 pub mod pricing;
 pub mod routing;

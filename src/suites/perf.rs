@@ -10,8 +10,6 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::client::RouterClient;
-use crate::config::RouterConfig;
-use crate::config::provider::Provider;
 use crate::runner::context::Ctx;
 use crate::runner::registry::{Case, Plan};
 use crate::stack::manifest::PerfSettings;
@@ -29,7 +27,7 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
         limits: plan.manifest.perf,
         origin: plan.manifest.origin.clone(),
     };
-    let case = match overhead_group(&plan.config) {
+    let case = match plan.config.direct_comparable_group((MEASURED + WARM_UP) as f64) {
         Some(group) => {
             let g = group.clone();
             Case::new("perf::overhead", move |c| overhead(c, g.clone(), budget.clone())).uses(&[group])
@@ -47,19 +45,6 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
 struct Budget {
     limits: PerfSettings,
     origin: String,
-}
-
-/// The first chat group that takes the case's traffic and whose deployments the simulator
-/// serves on its OpenAI route, so a direct call is the very call the router makes.
-fn overhead_group(cfg: &RouterConfig) -> Option<String> {
-    let requests = (MEASURED + WARM_UP) as f64;
-    cfg.groups().into_iter().find(|g| {
-        cfg.unusable(g, requests).is_none()
-            && cfg
-                .deployments_of(g)
-                .iter()
-                .all(|d| matches!(d.provider, Provider::OpenAi | Provider::HostedVllm))
-    })
 }
 
 /// Microseconds, up to a minute (no single call here can take longer: the client gives up).

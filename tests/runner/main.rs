@@ -8,6 +8,8 @@
 //! - `docker`: the same runs on the Docker backend; nothing left in the engine
 //! - `exit_codes`: 0, 101, 2, 3 and 130, each from what the README says causes it
 //! - `listing`: `--list` starts nothing and writes nothing
+//! - `load`: `gauntlet load` against a simulator process: shards merge to one run, the open
+//!   loop counts a stall the closed loop hides, the regression gate, bad input
 //! - `gating`: a case needing a service the stack lacks is ignored with the reason, or
 //!   failed with it under `GAUNTLET_REQUIRE=all`
 //! - `teardown`: after success, failure, SIGINT, a start-up failure and a panic, nothing the
@@ -24,6 +26,7 @@ mod docker;
 mod exit_codes;
 mod gating;
 mod listing;
+mod load;
 mod regressions;
 mod reports;
 mod scenarios;

@@ -518,6 +518,11 @@ impl Running {
         }
     }
 
+    /// What the process has written to stdout so far.
+    pub fn stdout_so_far(&self) -> String {
+        fs::read_to_string(&self.out_path).unwrap_or_default()
+    }
+
     fn kill(&mut self) -> Output {
         let child = self.child.as_mut().expect("running");
         let _ = child.kill();
