@@ -103,8 +103,10 @@ impl Profile {
     /// that the shards together offer what one generator would.
     pub fn shard(&self, shard: Shard) -> Result<Self, String> {
         let n = shard.count;
+        if n == 1 {
+            return Ok(self.clone());
+        }
         Ok(match self {
-            Self::Synchronous if n == 1 => Self::Synchronous,
             Self::Synchronous => return Err("synchronous is one request at a time: it cannot be sharded".into()),
             Self::Concurrent { n: c } => {
                 // Shards 0..(c % n) take one worker more, so the workers add up to c.
@@ -337,6 +339,13 @@ mod tests {
             Profile::Constant { rate: Rate(25.0) }
         );
         assert!(Profile::Synchronous.shard(s(0, 2)).is_err());
+        let sweep = Profile::Sweep { points: 3, max: 8 };
+        assert_eq!(
+            sweep.shard(Shard::ONE).unwrap(),
+            sweep,
+            "one generator is the whole run"
+        );
+        assert!(sweep.shard(s(0, 2)).is_err());
         assert!("2/2".parse::<Shard>().is_err());
         assert_eq!("1/4".parse::<Shard>().unwrap(), s(1, 4));
     }

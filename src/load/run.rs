@@ -150,8 +150,8 @@ pub async fn discover_model(base: &str, key: Option<&str>) -> Result<String, Run
     })
 }
 
-/// One request to `t` before measuring: an unreachable server, a refused key or an answer
-/// that is not an OpenAI chat completion ends the run here, with what came back.
+/// One request to `t` before measuring: an unreachable server, a refused key or model, or an
+/// answer that is not an OpenAI chat completion ends the run here, with what came back.
 async fn preflight(t: &Transport, target: &Target, prompt: &Prompt, stream: bool) -> Result<(), RunError> {
     let url = crate::redact::redact(&t.url);
     let (reading, at) = match t.exchange_reading(&prompt.body, Instant::now(), stream).await {
@@ -170,6 +170,9 @@ async fn preflight(t: &Transport, target: &Target, prompt: &Prompt, stream: bool
             "{url} refused a first request for model {:?} with {s}: {excerpt}",
             target.model
         ))),
+        // A 429 or a 5xx is the server under load saying something worth measuring: the
+        // run goes on and counts it (and stops at the error budget).
+        Err(ErrorClass::Status(s)) if s == 429 || s >= 500 => Ok(()),
         Err(ErrorClass::Status(s)) => Err(RunError::stack(format!(
             "{url} answered a first request with {s}: {excerpt}"
         ))),
@@ -275,7 +278,8 @@ pub async fn run(s: &Settings, targets: &[Target]) -> Result<Report, RunError> {
         {
             let (lo, hi) = (measured[0], measured[1].max(measured[0]));
             for k in (1..=*n).rev() {
-                let r = lo + (hi - lo) * f64::from(k) / f64::from(n + 1);
+                // Rounded to 0.1 request/s: a rate a person can type again.
+                let r = ((lo + (hi - lo) * f64::from(k) / f64::from(n + 1)) * 10.0).round() / 10.0;
                 if let Ok(rate) = Rate::new(r) {
                     queue.push(Profile::Constant { rate });
                 }

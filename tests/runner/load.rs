@@ -304,3 +304,31 @@ fn bad_input_is_one_error_with_exit_2_or_3() {
     let _ = server.join();
     assert_eq!(out.stderr.matches("error").count(), 1, "one error:\n{}", out.stderr);
 }
+
+#[test]
+fn a_failing_server_stops_the_run_at_the_error_budget_with_exit_1() {
+    let s = Scratch::new("load-budget");
+    let failing = "deployments:\n  - name: default\n    behaviour:\n      fault: {kind: error, status: 503}\n";
+    let (_sim, url) = sim(&s, Some(failing));
+    let out = s
+        .gauntlet()
+        .args(&[
+            "load",
+            "--url",
+            &url,
+            "--model",
+            "m",
+            "--profile",
+            "constant:50",
+            "--duration",
+            "30",
+        ])
+        .args(&["--warmup", "0", "--out", &s.path("out").display().to_string()])
+        .run();
+    out.assert_code(1).assert_stderr_has("past --max-error-rate 50 %");
+    let r = report(s.path("out/report.json"));
+    let failed = point(&r)["errors"]["http_503"].as_u64().unwrap();
+    // Stopped after the first 20 answers, not after 30 s of them.
+    assert!((20..200).contains(&failed), "{failed} failures before stopping");
+    assert_eq!(point(&r)["completed"], 0, "no 503 counted as a success");
+}
