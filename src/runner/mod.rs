@@ -9,6 +9,7 @@ pub mod progress;
 pub mod registry;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod signals;
 pub mod target;
 pub mod trial;

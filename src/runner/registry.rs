@@ -24,6 +24,9 @@ pub struct Case {
     pub ignored: Option<String>,
     /// The model groups it sends traffic to or breaks (see `runner::locks`).
     pub claims: Claims,
+    /// About how long it runs, in seconds, from the waits the config gives it (see
+    /// `runner::schedule`): orders the first run; later runs go by the last one's times.
+    pub cost_s: Option<f64>,
     pub run: CaseFn,
 }
 
@@ -38,6 +41,7 @@ impl Case {
             needs: Vec::new(),
             ignored: None,
             claims: Claims::default(),
+            cost_s: None,
             run: Arc::new(move |c| Box::pin(f(c))),
         }
     }
@@ -47,6 +51,12 @@ impl Case {
     }
     pub fn ignore(mut self, reason: impl Into<String>) -> Self {
         self.ignored = Some(reason.into());
+        self
+    }
+    /// Declares about how long the case runs (its config-given waits, in seconds), so the
+    /// runner can start it early (`runner::schedule`).
+    pub fn cost(mut self, seconds: f64) -> Self {
+        self.cost_s = Some(seconds);
         self
     }
     /// Ignores the case with `reason` when there is one.

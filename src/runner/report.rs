@@ -25,6 +25,10 @@ pub struct CaseRecord {
     pub suite: String,
     pub status: Status,
     pub duration_s: f64,
+    /// Of `duration_s`, the time spent waiting for other cases to let go of its model groups
+    /// (`runner::locks`): the rest is what the case itself took (`runner::schedule` reads it).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lock_wait_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -32,6 +36,10 @@ pub struct CaseRecord {
     /// Measurements the case reported (`Ctx::observe`), e.g. the latency a fallback adds.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub observations: Vec<Observation>,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -296,6 +304,7 @@ mod tests {
             suite: name.split("::").next().unwrap().into(),
             status,
             duration_s: 0.5,
+            lock_wait_s: 0.0,
             message: message.map(Into::into),
             output: vec!["INFO hello".into()],
             observations: vec![],

@@ -103,13 +103,14 @@ fn check_args(args: &Arguments) -> Result<(), RunError> {
 }
 
 /// Cases spend their time waiting on the stack, not computing: without `--test-threads`,
-/// run this many at once (libtest's default, one per core, would serialize a 2-core CI box).
+/// run this many at once (libtest's default, one per core, would serialize a 2-core CI box),
+/// plus a thread per chain of exclusive cases for the one queued behind the running one
+/// (`runner::schedule`). More at once slows the one LiteLLM worker down more than it gains on
+/// a loaded 2-core box (seen with 16: the timeout cases 50% longer, perf::overhead's P99 past
+/// its budget).
 const DEFAULT_TEST_THREADS: usize = 8;
 
 fn run(mut args: Arguments) -> anyhow::Result<ExitCode> {
-    if args.test_threads.is_none() {
-        args.test_threads = Some(DEFAULT_TEST_THREADS);
-    }
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339();
     let (manifest, config, prices) = load_config()?;
@@ -133,12 +134,11 @@ fn run(mut args: Arguments) -> anyhow::Result<ExitCode> {
         let _listed = libtest_mimic::run(&args, trials);
         return Ok(ExitCode::SUCCESS);
     }
-    let selected: Vec<&Case> = cases
+    let runs: Vec<bool> = trials
         .iter()
-        .zip(&trials)
-        .filter(|(_, t)| !args.is_filtered_out(t) && !args.is_ignored(t))
-        .map(|(c, _)| c)
+        .map(|t| !args.is_filtered_out(t) && !args.is_ignored(t))
         .collect();
+    let selected: Vec<&Case> = cases.iter().zip(&runs).filter(|(_, r)| **r).map(|(c, _)| c).collect();
     let filtered_out = (cases.len()
         - cases
             .iter()
@@ -151,6 +151,17 @@ fn run(mut args: Arguments) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let artifacts = artifacts_dir();
+    // The longest path first (`runner::schedule`), estimated from the last run's times.
+    let history = super::schedule::history(&artifacts.join("summary.json"));
+    let (trials, threads) = super::schedule::arrange(
+        &cases,
+        trials,
+        &runs,
+        |g| plan.config.can_cool_down(g),
+        &history,
+        (args.test_threads, DEFAULT_TEST_THREADS),
+    );
+    args.test_threads = Some(threads);
     let teardown = stack::Teardown::default();
     super::signals::install(&rt, teardown.clone());
     let Up { stack, boot, endpoints } = bring_up(&target, &plan, &selected, &rt, &teardown)?;
@@ -236,6 +247,7 @@ fn with_ignored(mut records: Vec<CaseRecord>, cases: &[Case], args: &Arguments) 
                 suite: c.suite().to_owned(),
                 status: Status::Ignored,
                 duration_s: 0.0,
+                lock_wait_s: 0.0,
                 message: c.ignored.clone(),
                 output: vec![],
                 observations: vec![],

@@ -65,6 +65,7 @@ pub fn trial(case: &Case, shared: &Arc<OnceLock<Live>>, recorder: &Arc<Recorder>
         let t0 = Instant::now();
         let buf = Buffer::default();
         let results = Arc::new(super::context::CaseResults::default());
+        let mut lock_wait = std::time::Duration::ZERO;
         let result: Result<(), String> = match shared.get() {
             None => Err("the stack was not started for this case (internal error)".into()),
             Some(s) => {
@@ -82,10 +83,11 @@ pub fn trial(case: &Case, shared: &Arc<OnceLock<Live>>, recorder: &Arc<Recorder>
                 match s.locks.acquire(&claims) {
                     Err(e) => Err(format!("{e:#}")),
                     Ok(held) => {
-                        if waited.elapsed() > std::time::Duration::from_millis(100) {
+                        lock_wait = waited.elapsed();
+                        if lock_wait > std::time::Duration::from_millis(100) {
                             let _in = span.enter();
                             tracing::info!(
-                                ms = waited.elapsed().as_millis() as u64,
+                                ms = lock_wait.as_millis() as u64,
                                 groups = ?claims.owns,
                                 "waited for other cases to let go of its groups"
                             );
@@ -113,6 +115,7 @@ pub fn trial(case: &Case, shared: &Arc<OnceLock<Live>>, recorder: &Arc<Recorder>
                 suite: suite.clone(),
                 status: if result.is_ok() { Status::Passed } else { Status::Failed },
                 duration_s: t0.elapsed().as_secs_f64(),
+                lock_wait_s: lock_wait.as_secs_f64(),
                 message: message.clone(),
                 output: buf.lines(),
                 observations,

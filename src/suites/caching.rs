@@ -45,7 +45,9 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
         Case::new("caching::key::covers_max_tokens", |c| key_covers(c, Variant::MaxTokens)),
         Case::new("caching::control::no_cache_goes_upstream", no_cache),
         Case::new("caching::control::no_store_is_not_stored", no_store),
-        Case::new("caching::control::ttl_expires_the_entry", ttl_per_request).ignore_if(settings.not_redis()),
+        Case::new("caching::control::ttl_expires_the_entry", ttl_per_request)
+            .cost(REQUEST_TTL_S as f64)
+            .ignore_if(settings.not_redis()),
         Case::new("caching::hit_header::names_the_entry", hit_header).ignore_if(settings.not_redis()),
     ];
     let default_ttl = settings.not_redis().map_or_else(|| settings.default_ttl_s(), Err);

@@ -127,6 +127,7 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
                 Case::new(name.clone(), move |c| per_class(c, g.clone(), cl.clone()))
                     .needs(&[Role::Simulator])
                     .owns(&[&group])
+                    .cost(wait + 1.0)
                     .ignore_if(
                         gate.clone()
                             .or_else(|| fails_gate(&class))
@@ -137,12 +138,19 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
         }
         let rate_limit = &classes()[0];
         let name = format!("{base}::retry_after");
+        let header = distinct_header(cfg) as f64;
+        let header_cooldown = deps
+            .iter()
+            .map(|d| cfg.cooldown_for(d, Some(header)))
+            .fold(0.0, f64::max);
         mine.push(
-            case(name.clone(), |c, g| Box::pin(retry_after(c, g))).ignore_if(
-                gate.clone()
-                    .or_else(|| fails_gate(rate_limit))
-                    .or_else(|| long(&name, longest)),
-            ),
+            case(name.clone(), |c, g| Box::pin(retry_after(c, g)))
+                .cost(header_cooldown + 1.0)
+                .ignore_if(
+                    gate.clone()
+                        .or_else(|| fails_gate(rate_limit))
+                        .or_else(|| long(&name, longest)),
+                ),
         );
         let name = format!("{base}::retried_failures_count");
         mine.push(
@@ -215,6 +223,7 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
                 Case::new(name.clone(), move |c| shared_via_redis(c, g.clone()))
                     .needs(&[Role::Simulator, Role::SecondRouter])
                     .owns(&[&group])
+                    .cost(shared_length(cfg, &group) + 1.0)
                     .ignore_if(
                         gate.clone()
                             .or_else(|| fails_gate(rate_limit))
@@ -1075,7 +1084,7 @@ mod tests {
         }
         let fast_a = c.deployment("fast-a").unwrap();
         assert_eq!(failures_needed(&c, fast_a), 2);
-        assert_eq!(c.failure_memory_s(fast_a), 3.0);
+        assert_eq!(c.failure_memory_s(fast_a), 2.0);
     }
 
     #[test]

@@ -30,7 +30,10 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
     let case = match plan.config.direct_comparable_group((MEASURED + WARM_UP) as f64) {
         Some(group) => {
             let g = group.clone();
-            Case::new("perf::overhead", move |c| overhead(c, g.clone(), budget.clone())).uses(&[group])
+            // Twice WARM_UP + MEASURED requests, one at a time, some 20 ms each.
+            Case::new("perf::overhead", move |c| overhead(c, g.clone(), budget.clone()))
+                .uses(&[group])
+                .cost((2 * (WARM_UP + MEASURED)) as f64 * 0.02)
         }
         None => Case::new("perf::overhead", |_| async { Ok(()) }).ignore(
             "the router config has no named chat group whose every deployment is an OpenAI-dialect simulator \

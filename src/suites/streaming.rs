@@ -154,17 +154,27 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
                     .then(|| format!("LiteLLM would not fall back from {primary} at all (nothing left to try)"))
             });
         let long = long_wait(cfg, &primary, &route);
+        // The waits the config gives: every attempt at a hanging primary takes its
+        // stream_timeout, a late first chunk one stream_timeout, a 429 its Retry-After: 1.
+        let cost = |what: &str| match what {
+            "timeout" => Some(route.stream_timeout * f64::from(route.attempts) + 1.0),
+            "first_chunk_timeout" => Some(route.stream_timeout + 0.5),
+            "rate_limit" => Some(f64::from(cfg.retries(&primary, "RateLimitError")) + 0.5),
+            _ => None,
+        };
         let mut add = |what: &str, f: Run, extra: Option<String>| {
             let r = route.clone();
             let name = format!("{base}::{what}");
             let extra = extra.map(|e| e.replace("{name}", &name));
-            out.push(
-                Case::new(name, move |c| f(c, r.clone()))
-                    .needs(&[Role::Simulator])
-                    .breaks(&[&primary])
-                    .uses(&[&served])
-                    .ignore_if(gate.clone().or(extra)),
-            );
+            let mut case = Case::new(name, move |c| f(c, r.clone()))
+                .needs(&[Role::Simulator])
+                .breaks(&[&primary])
+                .uses(&[&served])
+                .ignore_if(gate.clone().or(extra));
+            if let Some(s) = cost(what) {
+                case = case.cost(s);
+            }
+            out.push(case);
         };
         add(
             "rate_limit",

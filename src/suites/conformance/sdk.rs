@@ -15,10 +15,20 @@ use crate::stack::role::Role;
 const SCRIPT: &str = include_str!("openai_sdk.py");
 
 pub fn cases(plan: &Plan) -> Vec<Case> {
-    let mut cases = vec![Case::new("conformance::openai_sdk::simulator", simulator).needs(&[Role::Simulator])];
+    // A Python start-up each (the SDK's import alone takes a second or two of CPU), and on
+    // the simulator the SDK's 3 s timeout on a hanging call.
+    let mut cases = vec![
+        Case::new("conformance::openai_sdk::simulator", simulator)
+            .needs(&[Role::Simulator])
+            .cost(5.0),
+    ];
     cases.extend(crate::suites::support::on_probe_group(
         plan,
-        vec![Case::new("conformance::openai_sdk::through_router", through_router).needs(&[Role::Simulator])],
+        vec![
+            Case::new("conformance::openai_sdk::through_router", through_router)
+                .needs(&[Role::Simulator])
+                .cost(3.0),
+        ],
     ));
     cases
 }
