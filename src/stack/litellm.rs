@@ -54,9 +54,20 @@ pub fn installed() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os("GAUNTLET_LITELLM_BIN").filter(|b| !b.is_empty()) {
         return Some(PathBuf::from(bin)).filter(|b| b.is_file());
     }
-    let dir = cache_root().join(format!("litellm-{}-{}", pinned_version(), lock_digest()));
+    cached()
+}
+
+/// The cached install of the pinned version, if it completed.
+fn cached() -> Option<PathBuf> {
+    let dir = install_dir();
     let bin = dir.join("venv/bin/litellm");
     (dir.join(".complete").is_file() && bin.is_file()).then_some(bin)
+}
+
+/// Where the pinned version is installed: its version and the lock's digest in the name, so
+/// a changed lock installs afresh.
+fn install_dir() -> PathBuf {
+    cache_root().join(format!("litellm-{}-{}", pinned_version(), lock_digest()))
 }
 
 /// The `litellm` executable to run, provisioning it first if needed.
@@ -73,11 +84,11 @@ pub fn resolve() -> Result<PathBuf, RunError> {
             )))
         };
     }
-    let dir = cache_root().join(format!("litellm-{}-{}", pinned_version(), lock_digest()));
-    let bin = dir.join("venv/bin/litellm");
-    if dir.join(".complete").is_file() && bin.is_file() {
+    if let Some(bin) = cached() {
         return Ok(bin);
     }
+    let dir = install_dir();
+    let bin = dir.join("venv/bin/litellm");
     std::fs::create_dir_all(cache_root())
         .map_err(|e| RunError::stack(format!("cannot create cache folder {}: {e}", cache_root().display())))?;
     // Parallel runners (nextest starts one process per case) must not install twice into
