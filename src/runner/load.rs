@@ -5,7 +5,7 @@
 
 use crate::error::RunError;
 use crate::load::{LoadArgs, LoadCli, LoadCommand, Settings, Target, run as load};
-use crate::stack::{self, Stack, role::Role};
+use crate::stack::role::Role;
 
 pub fn main(cli: LoadCli) -> anyhow::Result<()> {
     match cli.command {
@@ -98,17 +98,7 @@ fn embedded(a: &LoadArgs, s: Settings) -> anyhow::Result<crate::load::Report> {
     let services = super::up::every_service(&manifest)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let pb = super::progress::spinner("starting the stack");
-        let started = Stack::start(stack::StartOptions {
-            manifest: &manifest,
-            router_config: &config,
-            services,
-            health_timeout: stack::health::health_timeout()?,
-            teardown: stack::Teardown::default(),
-        })
-        .await;
-        pb.finish_and_clear();
-        let mut stack = started?;
+        let mut stack = super::up::start(&manifest, &config, services).await?;
         let e = &stack.endpoints;
         let router = e
             .router_url()

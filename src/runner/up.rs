@@ -48,17 +48,7 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let pb = super::progress::spinner("starting the stack");
-        let started = Stack::start(stack::StartOptions {
-            manifest: &manifest,
-            router_config: &config,
-            services,
-            health_timeout: stack::health::health_timeout()?,
-            teardown: stack::Teardown::default(),
-        })
-        .await;
-        pb.finish_and_clear();
-        let mut s = started?;
+        let mut s = start(&manifest, &config, services).await?;
         state::write(&state_path, &s.endpoints)?;
         let router = s.endpoints.router_url().unwrap_or_default().to_owned();
         println!("gauntlet: stack up; router {router}; state {}", state_path.display());
@@ -69,6 +59,26 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&state_path);
         Ok(())
     })
+}
+
+/// Starts `services` of the stack (a spinner while they come up) for a command that keeps it
+/// until it is done: `up`, `load`.
+pub async fn start(
+    manifest: &stack::manifest::Manifest,
+    config: &crate::config::RouterConfig,
+    services: Vec<String>,
+) -> anyhow::Result<Stack> {
+    let pb = super::progress::spinner("starting the stack");
+    let started = Stack::start(stack::StartOptions {
+        manifest,
+        router_config: config,
+        services,
+        health_timeout: stack::health::health_timeout()?,
+        teardown: stack::Teardown::default(),
+    })
+    .await;
+    pb.finish_and_clear();
+    started
 }
 
 /// Every service of the manifest, but a GPU service only where a GPU can be given:
