@@ -70,18 +70,17 @@ fn validate(b: &Behaviour) -> Result<(), AdminError> {
 }
 
 async fn list(State(s): State<Shared>) -> Json<Value> {
-    let all = s.deployments.read().unwrap_or_else(|e| e.into_inner());
+    let all = s.deployments();
     let out: Vec<Value> = all
         .values()
         .map(|d| {
             let rules: Vec<Value> = d
                 .rules
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
+                .get()
                 .iter()
                 .map(|r| json!({"id": r.id, "rule": r.rule, "seen": r.seen.load(std::sync::atomic::Ordering::Relaxed)}))
                 .collect();
-            json!({"spec": d.spec, "behaviour": *d.behaviour.read().unwrap_or_else(|e| e.into_inner()), "rules": rules})
+            json!({"spec": d.spec, "behaviour": *d.behaviour.get(), "rules": rules})
         })
         .collect();
     Json(json!({"deployments": out}))
@@ -109,7 +108,7 @@ async fn set_behaviour(State(s): State<Shared>, Path(d): Path<String>, body: Byt
         let dep = deployment(&s, &d)?;
         let b: Behaviour = parse(&body, "behaviour")?;
         validate(&b)?;
-        *dep.behaviour.write().unwrap_or_else(|e| e.into_inner()) = b;
+        dep.behaviour.set(b);
         Ok(StatusCode::NO_CONTENT.into_response())
     };
     run().unwrap_or_else(IntoResponse::into_response)
@@ -133,10 +132,12 @@ async fn delete_rule(State(s): State<Shared>, Path((d, id)): Path<(String, Strin
         let id: u64 = id
             .parse()
             .map_err(|_| bad(StatusCode::BAD_REQUEST, format!("rule id {id:?} is not a number")))?;
-        let mut rules = dep.rules.write().unwrap_or_else(|e| e.into_inner());
-        let before = rules.len();
-        rules.retain(|r| r.id != id);
-        if rules.len() == before {
+        let removed = dep.rules.update(|rules| {
+            let before = rules.len();
+            rules.retain(|r| r.id != id);
+            rules.len() < before
+        });
+        if !removed {
             return Err(bad(StatusCode::NOT_FOUND, format!("deployment '{d}' has no rule {id}")));
         }
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -158,11 +159,12 @@ async fn delete_tagged(State(s): State<Shared>, Query(q): Query<TagQuery>) -> Re
         Err(e) => return bad(StatusCode::BAD_REQUEST, format!("invalid tag: {e}")).into_response(),
     };
     let mut removed = 0;
-    for d in s.deployments.read().unwrap_or_else(|e| e.into_inner()).values() {
-        let mut rules = d.rules.write().unwrap_or_else(|e| e.into_inner());
-        let before = rules.len();
-        rules.retain(|r| r.rule.tag.as_ref() != Some(&tag));
-        removed += before - rules.len();
+    for d in s.deployments().values() {
+        removed += d.rules.update(|rules| {
+            let before = rules.len();
+            rules.retain(|r| r.rule.tag.as_ref() != Some(&tag));
+            before - rules.len()
+        });
     }
     Json(json!({"removed": removed})).into_response()
 }

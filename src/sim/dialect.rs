@@ -2,6 +2,8 @@
 //! a reply, a stream and an error are rendered; behaviours, rules, the journal, metrics and
 //! faults are applied the same way for all of them (see `server::complete`).
 
+use std::borrow::Cow;
+
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -45,17 +47,27 @@ fn endpoint(kind: Kind) -> &'static str {
 
 impl Dialect {
     /// The path the journal records: the endpoint, without the deployment prefix or query.
-    pub fn journal_path(&self) -> String {
+    pub fn journal_path(&self) -> Cow<'static, str> {
+        let openai = |k| match k {
+            Kind::Chat => "/v1/chat/completions",
+            Kind::Legacy => "/v1/completions",
+            Kind::Embeddings => "/v1/embeddings",
+        };
+        let azure_v1 = |k| match k {
+            Kind::Chat => "/openai/v1/chat/completions",
+            Kind::Legacy => "/openai/v1/completions",
+            Kind::Embeddings => "/openai/v1/embeddings",
+        };
         match self {
-            Self::OpenAi(k) => format!("/v1/{}", endpoint(*k)),
+            Self::OpenAi(k) => openai(*k).into(),
             Self::Azure {
                 kind,
                 deployment: Some(d),
                 ..
-            } => format!("/openai/deployments/{d}/{}", endpoint(*kind)),
+            } => format!("/openai/deployments/{d}/{}", endpoint(*kind)).into(),
             Self::Azure {
                 kind, deployment: None, ..
-            } => format!("/openai/v1/{}", endpoint(*kind)),
+            } => azure_v1(*kind).into(),
             Self::Anthropic => "/v1/messages".into(),
         }
     }

@@ -53,15 +53,16 @@ pub async fn start(config: SimConfig, listen: SocketAddr) -> anyhow::Result<SimH
                     let Ok((stream, _)) = accepted else { continue };
                     let _ = stream.set_nodelay(true);
                     let flag = ResetFlag::default();
-                    let (app, req_flag) = (app.clone(), flag.clone());
-                    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(req_flag.clone());
+                    let app = app.clone();
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         app.clone().oneshot(req)
                     });
-                    conns.spawn(async move {
-                        let io = hyper_util::rt::TokioIo::new(ResettableStream::new(stream, flag));
-                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
-                    });
+                    let io = hyper_util::rt::TokioIo::new(ResettableStream::new(stream, flag.clone()));
+                    let serve = hyper::server::conn::http1::Builder::new().serve_connection(io, svc);
+                    // The connection's requests find its flag in the task (see `ResetFlag`).
+                    conns.spawn(flag.scope(async move {
+                        let _ = serve.await;
+                    }));
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }

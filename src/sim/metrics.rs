@@ -28,13 +28,7 @@ use super::state::{BUCKETS, Deployment, Histogram, Shared};
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub async fn all(State(s): State<Shared>) -> Response {
-    let deps: Vec<_> = s
-        .deployments
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect();
+    let deps: Vec<_> = s.deployments().values().cloned().collect();
     respond(deps)
 }
 

@@ -349,12 +349,18 @@ impl JournalQuery {
     /// request carried, or the tag of the rule that decided it — the request carried that one
     /// too, so a tag finds exactly the requests its rules apply to.
     pub fn matches(&self, e: &JournalEntry) -> bool {
-        self.deployment.as_deref().is_none_or(|d| e.deployment == d)
-            && self.since_seq.is_none_or(|s| e.seq > s)
+        self.selects(&e.deployment, e.seq, &e.tags, e.tag_matched.as_ref())
+    }
+
+    /// [`JournalQuery::matches`], on the fields it reads (the journal keeps entries in another
+    /// form, see `state::Record`).
+    pub fn selects(&self, deployment: &str, seq: u64, tags: &[Tag], tag_matched: Option<&Tag>) -> bool {
+        self.deployment.as_deref().is_none_or(|d| deployment == d)
+            && self.since_seq.is_none_or(|s| seq > s)
             && self
                 .tag
                 .as_ref()
-                .is_none_or(|t| e.tags.contains(t) || e.tag_matched.as_ref() == Some(t))
+                .is_none_or(|t| tags.contains(t) || tag_matched == Some(t))
     }
 }
 

@@ -2,6 +2,8 @@
 //! and legacy completion requests into the common [`Request`], rendering replies, streams and
 //! error bodies. The counting rule lives in [`super::request`] and [`super::tokenizer`].
 
+use std::borrow::Cow;
+
 use serde_json::{Value, json};
 
 use super::model::Fault;
@@ -90,6 +92,19 @@ pub fn parse(body: &[u8], chat: bool) -> Result<Request, Refusal> {
 /// can count a body's prompt exactly as the simulator does with
 /// `parse_for(&body, true, None, &map)?.prompt_tokens`.
 pub fn parse_for(
+    body: &[u8],
+    chat: bool,
+    path_model: Option<&str>,
+    tokenizers: &TokenizerMap,
+) -> Result<Request, Refusal> {
+    if chat && let Some(req) = fast_chat(body, path_model, tokenizers) {
+        return Ok(req);
+    }
+    parse_value(body, chat, path_model, tokenizers)
+}
+
+/// [`parse_for`] by way of a [`Value`]: any body, and the error that names what is wrong.
+fn parse_value(
     body: &[u8],
     chat: bool,
     path_model: Option<&str>,
@@ -187,6 +202,207 @@ pub fn parse_for(
     })
 }
 
+/// A chat body of the shape nearly every request has, read straight into types, its strings
+/// borrowed from the body when they have no escapes: what a call costs to parse decides how
+/// fast the simulator serves. It reads the fields [`parse_value`] reads and no others, each as
+/// the type that path accepts without complaint; anything else (another type, a duplicate
+/// key, a value refused below) and [`fast_chat`] gives up, so [`parse_value`] decides and
+/// words the error. Whenever it does not give up, it gives what [`parse_value`] gives (a
+/// property test holds it to that).
+#[derive(serde::Deserialize)]
+struct ChatBody<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    messages: Vec<Obj<ChatMessage<'a>>>,
+    #[serde(default, deserialize_with = "present")]
+    max_completion_tokens: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    max_tokens: Option<Option<u64>>,
+    stream: Option<bool>,
+    stream_options: Option<Obj<StreamOptions>>,
+    #[serde(borrow)]
+    user: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "present")]
+    metadata: Option<Value>,
+    sim_usage: Option<Obj<SimUsage>>,
+    #[serde(borrow)]
+    sim_charset: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChatMessage<'a> {
+    #[serde(borrow)]
+    role: Cow<'a, str>,
+    #[serde(borrow, default)]
+    content: Content<'a>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+/// A message's `content`: a string, null (or absent), or a list of parts whose `text` is a
+/// string or absent.
+#[derive(Default)]
+enum Content<'a> {
+    #[default]
+    Nothing,
+    Text(Cow<'a, str>),
+    Parts(Vec<Obj<Part<'a>>>),
+}
+
+#[derive(serde::Deserialize)]
+struct Part<'a> {
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Content<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Content<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, null or a list of parts")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Content<'a>, E> {
+                Ok(Content::Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Content<'a>, E> {
+                Ok(Content::Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Content<'a>, E> {
+                Ok(Content::Text(Cow::Owned(s)))
+            }
+            fn visit_unit<E>(self) -> Result<Content<'a>, E> {
+                Ok(Content::Nothing)
+            }
+            fn visit_none<E>(self) -> Result<Content<'a>, E> {
+                Ok(Content::Nothing)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Content<'a>, A::Error> {
+                let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+                while let Some(p) = seq.next_element::<Obj<Part<'a>>>()? {
+                    parts.push(p);
+                }
+                Ok(Content::Parts(parts))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// `T` from a JSON object only: a derived struct takes an array too, by position, which
+/// [`parse_value`] does not.
+struct Obj<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Obj<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData)).map(Obj)
+    }
+}
+
+impl<T> std::ops::Deref for Obj<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// A field that is present, null included (`Some(None)`), told from one that is absent (`None`,
+/// by `#[serde(default)]`).
+fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// [`parse_for`] of a chat body of the common shape (see [`ChatBody`]); None for any other.
+fn fast_chat(body: &[u8], path_model: Option<&str>, tokenizers: &TokenizerMap) -> Option<Request> {
+    let Obj(b) = serde_json::from_slice::<Obj<ChatBody>>(body).ok()?;
+    let model = match path_model {
+        Some(m) => m.to_owned(),
+        None => b.model.filter(|m| !m.is_empty())?.into_owned(),
+    };
+    if b.messages.is_empty() {
+        return None;
+    }
+    let tokenizer = Tokenizer::resolve(tokenizers, &model);
+    let len = b.messages.iter().map(|m| match &m.content {
+        Content::Nothing => 1,
+        Content::Text(t) => t.len() + 1,
+        Content::Parts(ps) => {
+            ps.iter()
+                .map(|p| p.text.as_ref().map_or(0, |t| t.len() + 1))
+                .sum::<usize>()
+                + 1
+        }
+    });
+    let mut text = String::with_capacity(len.sum());
+    let mut tokens = 0;
+    for (i, m) in b.messages.iter().enumerate() {
+        if i > 0 {
+            text.push('\n');
+        }
+        let (role, name) = (m.role.as_ref(), m.name.as_deref());
+        match &m.content {
+            Content::Nothing => tokens += tokenizer.message_tokens(role, name, &[]),
+            Content::Text(t) => {
+                tokens += tokenizer.message_tokens(role, name, &[t.as_ref()]);
+                text.push_str(t);
+            }
+            Content::Parts(ps) => {
+                let parts: Vec<&str> = ps.iter().filter_map(|p| p.text.as_deref()).collect();
+                tokens += tokenizer.message_tokens(role, name, &parts);
+                for (j, p) in parts.iter().enumerate() {
+                    if j > 0 {
+                        text.push(' ');
+                    }
+                    text.push_str(p);
+                }
+            }
+        }
+    }
+    let max_tokens = match b.max_completion_tokens.or(b.max_tokens) {
+        None | Some(None) => None,
+        Some(Some(n)) if n >= 1 => Some(n),
+        Some(Some(_)) => return None,
+    };
+    let charset = match b.sim_charset {
+        None => None,
+        Some(c) => Some(c.parse().ok()?),
+    };
+    Some(Request {
+        kind: Kind::Chat,
+        model,
+        text,
+        prompt_tokens: tokens + tokenizer.reply_priming(),
+        max_tokens,
+        stream: b.stream.unwrap_or(false),
+        include_usage: b.stream_options.and_then(|o| o.0.include_usage).unwrap_or(false),
+        user: b.user.map(Cow::into_owned),
+        metadata: b.metadata,
+        cache_prefix: None,
+        embedding: None,
+        usage_details: b.sim_usage.as_ref().map(|u| u.details()),
+        omit_usage: b.sim_usage.is_some_and(|u| u.omit),
+        charset,
+        tokenizer,
+    })
+}
+
 /// `sim_usage`: the usage details the request asks to be reported, or none at all (see
 /// [`SimUsage`]). Not an OpenAI parameter: LiteLLM passes parameters it does not know on to
 /// OpenAI-compatible upstreams, so a client sets it per request and a router per deployment
@@ -276,12 +492,85 @@ struct CompletionDetails {
     rejected_prediction_tokens: u64,
 }
 
+/// A whole (non-streamed) reply body, serialized: the bytes serde writes for the typed body
+/// (`completion_body_by_serde`, which a test holds it to), written here piece by piece. This is the simulator's hot path,
+/// and serde's derived serializer escapes every key and constant of it, one call each, for a
+/// cost above the rest of the reply's; here the constants are copied as they are and only the
+/// variable strings are checked for escapes.
+pub fn completion_body(req: &Request, r: &Reply, created: u64, with_usage: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(320 + r.text().len() + req.model.len());
+    // The id (a prefix and hex digits) and the finish reason need no escaping.
+    out.extend_from_slice(b"{\"id\":\"");
+    out.extend_from_slice(r.id().as_bytes());
+    out.push(b'"');
+    out.extend_from_slice(match req.chat() {
+        true => b",\"object\":\"chat.completion\",\"created\":",
+        false => b",\"object\":\"text_completion\",\"created\":",
+    });
+    json_u64(&mut out, created);
+    out.extend_from_slice(b",\"model\":");
+    json_str(&mut out, &req.model);
+    out.extend_from_slice(b",\"system_fingerprint\":\"fp_gauntlet_sim\",\"choices\":[{\"index\":0,");
+    if req.chat() {
+        out.extend_from_slice(b"\"message\":{\"role\":\"assistant\",\"content\":");
+        json_str(&mut out, r.text());
+        out.push(b'}');
+    } else {
+        out.extend_from_slice(b"\"text\":");
+        json_str(&mut out, r.text());
+    }
+    out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":\"");
+    out.extend_from_slice(r.finish_reason().as_bytes());
+    out.extend_from_slice(b"\"}]");
+    if with_usage {
+        out.extend_from_slice(b",\"usage\":");
+        let usage = reply_usage(req, r);
+        if usage.prompt_tokens_details.is_some() || usage.completion_tokens_details.is_some() {
+            serde_json::to_writer(&mut out, &usage).expect("usage serializes");
+        } else {
+            out.extend_from_slice(b"{\"prompt_tokens\":");
+            json_u64(&mut out, usage.prompt_tokens);
+            out.extend_from_slice(b",\"completion_tokens\":");
+            json_u64(&mut out, usage.completion_tokens);
+            out.extend_from_slice(b",\"total_tokens\":");
+            json_u64(&mut out, usage.total_tokens);
+            out.push(b'}');
+        }
+    }
+    out.push(b'}');
+    out
+}
+
+/// `s` as a JSON string, escaped as serde_json escapes it (by serde_json when there is
+/// anything to escape).
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Checked 16 bytes at a time without stopping early, which the compiler turns into a few
+    // vector instructions; a byte at a time, stopping at the first, it cannot.
+    let plain = s.as_bytes().chunks(16).all(|c| {
+        !c.iter()
+            .fold(false, |escape, &b| escape | (b < 0x20) | (b == b'"') | (b == b'\\'))
+    });
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(out, s).expect("a string serializes");
+    }
+}
+
+fn json_u64(out: &mut Vec<u8>, n: u64) {
+    serde_json::to_writer(out, &n).expect("a number serializes");
+}
+
+#[cfg(test)]
 #[derive(serde::Serialize)]
 struct Message<'a> {
     role: &'static str,
     content: &'a str,
 }
 
+#[cfg(test)]
 #[derive(serde::Serialize)]
 struct Choice<'a> {
     index: u32,
@@ -293,6 +582,7 @@ struct Choice<'a> {
     finish_reason: &'static str,
 }
 
+#[cfg(test)]
 #[derive(serde::Serialize)]
 struct Completion<'a> {
     id: &'a str,
@@ -305,9 +595,9 @@ struct Completion<'a> {
     usage: Option<Usage>,
 }
 
-/// A whole (non-streamed) reply body, serialized. Typed rather than built as a `Value`:
-/// this is the simulator's hot path.
-pub fn completion_body(req: &Request, r: &Reply, created: u64, with_usage: bool) -> Vec<u8> {
+/// [`completion_body`] by serde: what it must write, byte for byte.
+#[cfg(test)]
+fn completion_body_by_serde(req: &Request, r: &Reply, created: u64, with_usage: bool) -> Vec<u8> {
     let (message, text) = if req.chat() {
         (
             Some(Message {
@@ -320,7 +610,7 @@ pub fn completion_body(req: &Request, r: &Reply, created: u64, with_usage: bool)
         (None, Some(r.text()))
     };
     let body = Completion {
-        id: &r.id,
+        id: &r.id(),
         object: if req.chat() {
             "chat.completion"
         } else {
@@ -348,7 +638,7 @@ pub fn stream_events(req: &Request, r: &Reply, created: u64, with_usage: bool) -
     } else {
         "text_completion"
     };
-    let chunk = |choice: Value| json!({"id": r.id, "object": object, "created": created, "model": req.model, "system_fingerprint": "fp_gauntlet_sim", "choices": [choice]});
+    let chunk = |choice: Value| json!({"id": r.id(), "object": object, "created": created, "model": req.model, "system_fingerprint": "fp_gauntlet_sim", "choices": [choice]});
     let pieces = r.pieces();
     let mut out = Vec::with_capacity(pieces.len() + 3);
     if req.chat() {
@@ -369,7 +659,7 @@ pub fn stream_events(req: &Request, r: &Reply, created: u64, with_usage: bool) -
         chunk(json!({"index": 0, "text": "", "logprobs": null, "finish_reason": r.finish_reason()}))
     });
     if with_usage && req.include_usage {
-        out.push(json!({"id": r.id, "object": object, "created": created, "model": req.model, "choices": [], "usage": reply_usage(req, r)}));
+        out.push(json!({"id": r.id(), "object": object, "created": created, "model": req.model, "choices": [], "usage": reply_usage(req, r)}));
     }
     out
 }
@@ -642,6 +932,21 @@ mod tests {
     }
 
     #[test]
+    fn common_chat_bodies_take_the_fast_path() {
+        for body in [
+            r#"{"model":"m","messages":[{"role":"user","content":"hi [t1] there"}],"max_tokens":5}"#,
+            r#"{"model":"m","messages":[{"role":"system","content":"be \"brief\""},{"role":"user","name":"a","content":[{"type":"text","text":"x"},{"type":"image_url","image_url":{"url":"u"}}]}],"stream":true,"stream_options":{"include_usage":true},"user":"t1","metadata":{"k":1},"sim_usage":{"cached_tokens":1},"sim_charset":"cjk","temperature":0.2}"#,
+        ] {
+            let fast = fast_chat(body.as_bytes(), None, &TokenizerMap::new());
+            assert!(fast.is_some(), "{body}");
+            assert_eq!(
+                fast.map(Ok),
+                Some(parse_value(body.as_bytes(), true, None, &TokenizerMap::new()))
+            );
+        }
+    }
+
+    #[test]
     fn bad_requests_are_named() {
         for (body, want) in [
             (&b"{nope"[..], "not valid JSON"),
@@ -717,6 +1022,164 @@ mod fuzz {
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    /// `"key":value`: mostly one of `good` (what a client sends), sometimes one of `bad`
+    /// (another type, a refused value), sometimes nothing (the field absent).
+    fn field(key: &'static str, good: &[&'static str], bad: &[&'static str]) -> BoxedStrategy<Option<String>> {
+        let pick =
+            |vs: &[&'static str]| prop::sample::select(vs.to_vec()).prop_map(move |v| Some(format!("\"{key}\":{v}")));
+        let mut options = vec![(4, pick(good).boxed()), (3, Just(None).boxed())];
+        if !bad.is_empty() {
+            options.push((1, pick(bad).boxed()));
+        }
+        prop::strategy::Union::new_weighted(options).boxed()
+    }
+
+    /// Chat bodies near the common shape: every field the parse reads, as the types it takes
+    /// and as others, arrays where objects belong, escapes, duplicate keys, unknown keys.
+    fn chat_body() -> impl Strategy<Value = String> {
+        let part = prop_oneof![
+            4 => prop::sample::select(vec![
+                r#"{"type":"text","text":"a b"}"#,
+                r#"{"text":null}"#,
+                r#"{"type":"image_url","image_url":{"url":"x"}}"#,
+                r#"{"text":"tab\there [t1]"}"#,
+            ]),
+            1 => prop::sample::select(vec![r#"{"text":5}"#, r#""str""#, r#"["a"]"#, r#"{"text":"x","text":"y"}"#]),
+        ];
+        let content = prop_oneof![
+            4 => prop::sample::select(vec![
+                r#""hello there""#,
+                r#""esc\"aped \n x \u00e9""#,
+                r#""東京は [t1-fb] 首都""#,
+                "null",
+                r#""""#,
+            ])
+            .prop_map(|c| Some(c.to_owned())),
+            1 => prop::sample::select(vec!["5", "{}"]).prop_map(|c| Some(c.to_owned())),
+            1 => Just(None),
+            2 => prop::collection::vec(part, 0..3).prop_map(|ps| Some(format!("[{}]", ps.join(",")))),
+        ];
+        let role = prop_oneof![
+            6 => prop::sample::select(vec![r#""user""#, r#""system""#]),
+            1 => prop::sample::select(vec!["5", "null"]),
+        ];
+        let name = prop_oneof![
+            6 => prop::sample::select(vec!["", r#","name":"alice""#, r#","name":null"#]),
+            1 => Just(r#","name":5"#),
+        ];
+        let message = prop_oneof![
+            12 => (role, content, name, any::<bool>()).prop_map(|(role, content, name, role_first)| {
+                let content = content.map(|c| format!(",\"content\":{c}")).unwrap_or_default();
+                if role_first {
+                    format!(r#"{{"role":{role}{content}{name}}}"#)
+                } else {
+                    format!(r#"{{"x":1{content}{name},"role":{role}}}"#)
+                }
+            }),
+            1 => prop::sample::select(vec![r#"["user","hi"]"#, "5", r#"{"content":"x"}"#, r#"{"role":"user","role":"user"}"#])
+                .prop_map(str::to_owned),
+        ];
+        let messages = prop_oneof![
+            12 => prop::collection::vec(message, 1..4).prop_map(|ms| Some(format!("\"messages\":[{}]", ms.join(",")))),
+            1 => prop::sample::select(vec![r#""messages":[]"#, r#""messages":"x""#]).prop_map(|m| Some(m.to_owned())),
+            1 => Just(None),
+        ];
+        let model = prop_oneof![
+            12 => prop::sample::select(vec![r#""m""#, r#""gpt-4o""#, r#""m\u00e9""#]),
+            1 => prop::sample::select(vec![r#""""#, "null", "5"]),
+        ]
+        .prop_map(|m| Some(format!("\"model\":{m}")));
+        let fields = (
+            model,
+            messages,
+            field("max_tokens", &["null", "3", "100"], &["0", "-1", "2.5", r#""5""#]),
+            field("max_completion_tokens", &["null", "4"], &["0", "1e3"]),
+            field("stream", &["true", "false", "null"], &[r#""yes""#]),
+            field(
+                "stream_options",
+                &["null", r#"{"include_usage":true}"#, "{}"],
+                &[r#"{"include_usage":5}"#, "[true]", "3"],
+            ),
+            field("user", &[r#""t1""#, "null", r#""u\u0031""#], &["5"]),
+            field("metadata", &["null", r#"{"a":1}"#, "[1]"], &[]),
+            field(
+                "sim_usage",
+                &["null", r#"{"cached_tokens":2}"#, r#"{"omit":true}"#],
+                &[r#"{"cached":1}"#, "[1,2]", "3"],
+            ),
+            field("sim_charset", &[r#""cjk""#, "null"], &[r#""klingon""#, "3"]),
+            field("temperature", &["0.5", r#"[{"x":1}]"#], &[]),
+            prop::option::weighted(0.1, Just(r#""stream":true"#.to_owned())),
+        );
+        (fields, prop::bool::weighted(0.05)).prop_flat_map(|(f, array)| {
+            let all: Vec<String> = [f.0, f.1, f.2, f.3, f.4, f.5, f.6, f.7, f.8, f.9, f.10, f.11]
+                .into_iter()
+                .flatten()
+                .collect();
+            Just(all).prop_shuffle().prop_map(move |all| {
+                let inner = all.join(",");
+                if array {
+                    format!("[{inner}]")
+                } else {
+                    format!("{{{inner}}}")
+                }
+            })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The body written piece by piece is the one serde writes.
+        #[test]
+        fn the_written_body_is_the_serde_body(
+            model in "(m|gpt-4o|[a-z\"\\\\\u{1}\u{7f}é東 /]{1,12})",
+            content in "[a-z \"]{0,20}",
+            chat in any::<bool>(),
+            max in prop::option::of(1u64..40),
+            details in prop::option::of((0u64..10, 0u64..10)),
+            charset in prop::sample::select(crate::sim::Charset::ALL.to_vec()),
+            with_usage in any::<bool>(),
+            created in any::<u64>(),
+            seed in any::<u64>(),
+        ) {
+            let mut body = match chat {
+                true => json!({"model": model, "messages": [{"role": "user", "content": content}]}),
+                false => json!({"model": model, "prompt": content}),
+            };
+            if let Some(m) = max {
+                body["max_tokens"] = json!(m);
+            }
+            if let Some((c, r)) = details {
+                body["sim_usage"] = json!({"cached_tokens": c, "reasoning_tokens": r});
+            }
+            body["sim_charset"] = json!(charset.name());
+            let req = super::parse(body.to_string().as_bytes(), chat).unwrap();
+            let r = crate::sim::request::reply(seed, "d", &req, 16);
+            let ours = String::from_utf8(super::completion_body(&req, &r, created, with_usage)).unwrap();
+            let serde = String::from_utf8(super::completion_body_by_serde(&req, &r, created, with_usage)).unwrap();
+            prop_assert_eq!(ours, serde);
+        }
+
+        /// The fast path gives up or gives exactly what the general parse gives.
+        #[test]
+        fn the_fast_chat_parse_agrees_with_the_general_one(
+            body in chat_body(),
+            path_model in prop::option::of(Just("az")),
+            bpe in any::<bool>(),
+        ) {
+            let map: super::TokenizerMap = if bpe {
+                [("m".to_owned(), super::Tokenizer::O200kBase)].into()
+            } else {
+                Default::default()
+            };
+            if let Some(fast) = super::fast_chat(body.as_bytes(), path_model, &map) {
+                let general = super::parse_value(body.as_bytes(), true, path_model, &map);
+                prop_assert_eq!(Ok(fast), general, "{}", body);
+            }
+        }
     }
 
     proptest! {

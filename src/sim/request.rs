@@ -198,7 +198,8 @@ pub struct Reply {
     count: u64,
     pub charset: Charset,
     pub truncated: bool,
-    pub id: String,
+    /// What [`Reply::id`] starts with: `chatcmpl`, `cmpl` or `emb`.
+    id_prefix: &'static str,
     /// The request hash every dialect derives its own id format from.
     pub hash: u64,
     /// Hidden reasoning tokens generated besides the text (counted in [`Reply::tokens`]).
@@ -208,6 +209,10 @@ pub struct Reply {
 impl Reply {
     pub fn text(&self) -> &str {
         &self.text
+    }
+    /// `{prefix}-{hash:016x}`, the prefix by the request's kind: OpenAI's id of the reply.
+    pub fn id(&self) -> ReplyId {
+        ReplyId::new(self.id_prefix, self.hash)
     }
     /// The stream's pieces, one unit each (the first without a separator): concatenated, they
     /// are [`Reply::text`], byte for byte.
@@ -227,7 +232,12 @@ impl Reply {
     /// FNV-1a 64 of the text as 16 hex digits: what the journal records, so a client can show
     /// that the bytes it got are the bytes the simulator sent.
     pub fn fnv_hex(&self) -> String {
-        format!("{:016x}", fnv(&[self.text.as_bytes()]))
+        format!("{:016x}", self.fnv())
+    }
+
+    /// The hash [`Reply::fnv_hex`] writes.
+    pub fn fnv(&self) -> u64 {
+        fnv(&[self.text.as_bytes()])
     }
 }
 
@@ -244,7 +254,7 @@ pub fn reply(seed: u64, deployment: &str, req: &Request, reply_tokens: u64) -> R
         _ => req.max_tokens.map_or(reply_tokens, |m| m.min(reply_tokens)).max(1),
     };
     let charset = req.charset.unwrap_or_default();
-    let mut draft = Draft::new(charset, h);
+    let mut draft = Draft::new(charset, h, target);
     let count = draft.fill(req.tokenizer, target);
     let prefix = match req.kind {
         Kind::Chat => "chatcmpl",
@@ -257,9 +267,53 @@ pub fn reply(seed: u64, deployment: &str, req: &Request, reply_tokens: u64) -> R
         count,
         charset,
         truncated: req.kind != Kind::Embeddings && req.max_tokens.is_some_and(|m| m < reply_tokens),
-        id: format!("{prefix}-{h:016x}"),
+        id_prefix: prefix,
         hash: h,
         reasoning: req.usage_details.map_or(0, |u| u.reasoning_tokens),
+    }
+}
+
+/// A reply's id, written where it is used rather than kept in an allocation of its own:
+/// dereferences to the `str`, serializes as one.
+#[derive(Clone, Copy)]
+pub struct ReplyId {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl ReplyId {
+    /// `{prefix}-{h:016x}` (the prefix at most 15 bytes), written without `format!`, whose
+    /// machinery costs more than a reply's other steps.
+    fn new(prefix: &str, h: u64) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 32];
+        let p = prefix.len().min(15);
+        buf[..p].copy_from_slice(&prefix.as_bytes()[..p]);
+        buf[p] = b'-';
+        for i in 0..16 {
+            buf[p + 1 + i] = HEX[(h >> ((15 - i) * 4)) as usize & 0xf];
+        }
+        Self { buf, len: p + 17 }
+    }
+}
+
+impl std::ops::Deref for ReplyId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // ASCII prefixes and hex digits.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for ReplyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl serde::Serialize for ReplyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self)
     }
 }
 
@@ -270,6 +324,8 @@ const FIRST_TRIES: usize = 64;
 /// request hash (for `ascii`, exactly the words the simulator always drew).
 struct Draft {
     vocab: &'static [&'static str],
+    /// [`words`] of each unit of `vocab`.
+    unit_words: &'static [u64],
     sep: &'static str,
     x: u64,
     text: String,
@@ -277,18 +333,31 @@ struct Draft {
 }
 
 impl Draft {
-    fn new(charset: Charset, h: u64) -> Self {
+    /// Sized for `target` units of the vocabulary's longest, as the word rule writes them (one
+    /// unit a word; a BPE reply draws more and may grow): growing a reply as it is written
+    /// would cost a few copies of it per request.
+    fn new(charset: Charset, h: u64, target: u64) -> Self {
+        let vocab = charset.vocabulary();
+        let sep = charset.separator();
+        let units = usize::try_from(target).unwrap_or(usize::MAX).min(1024);
+        let longest = vocab.iter().map(|u| u.len()).max().unwrap_or(0);
         Self {
-            vocab: charset.vocabulary(),
-            sep: charset.separator(),
+            vocab,
+            unit_words: charset.unit_words(),
+            sep,
             x: h,
-            text: String::new(),
-            ends: Vec::new(),
+            text: String::with_capacity(units * (longest + sep.len())),
+            ends: Vec::with_capacity(units),
         }
     }
 
     fn draw(&mut self) -> &'static str {
-        self.vocab[(xorshift(&mut self.x) % self.vocab.len() as u64) as usize]
+        self.vocab[self.draw_index()]
+    }
+
+    /// The next draw, as its index in `vocab`.
+    fn draw_index(&mut self) -> usize {
+        (xorshift(&mut self.x) % self.vocab.len() as u64) as usize
     }
 
     fn push(&mut self, unit: &str) {
@@ -343,12 +412,12 @@ impl Draft {
             Tokenizer::Words => {
                 let mut n = words(first);
                 while n < target {
-                    let unit = self.draw();
-                    let w = words(unit);
+                    let i = self.draw_index();
+                    let w = self.unit_words[i];
                     if n + w > target {
                         break;
                     }
-                    self.push(unit);
+                    self.push(self.vocab[i]);
                     n += w;
                 }
                 debug_assert_eq!(n, words(&self.text));
@@ -513,7 +582,7 @@ mod tests {
                 let req = request("longest run", Some(12), cs, t);
                 let r = reply(3, "d", &req, 16);
                 // One more unit of the same draw would not fit.
-                let mut draft = Draft::new(cs, r.hash);
+                let mut draft = Draft::new(cs, r.hash, 0);
                 let units: Vec<&str> = (0..64).map(|_| draft.draw()).collect();
                 let n = r.pieces().len();
                 if units[..n].join(cs.separator()) == r.text() {

@@ -3,6 +3,7 @@
 //! faults to model calls; streams; and the connection stream a `reset` fault aborts (the accept
 //! loop that uses it is `handle::start`).
 
+use std::future::{Future, Ready};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,18 +12,19 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Path, State as AxState};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
+use futures_util::future::Either;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::dialect::Dialect;
-use super::model::{Behaviour, Fault, JournalEntry, Outcome};
-use super::request::{CacheUse, Kind, Reply, fnv, reply, unit};
-use super::state::{Deployment, Shared, State, carried_tags};
+use super::model::{Behaviour, Fault, Outcome};
+use super::request::{CacheUse, Kind, Reply, Request, fnv, reply, unit};
+use super::state::{Deployment, EntryHeaders, EntryText, Record, Shared, State, carried_tags};
 use super::{admin, metrics, openai};
 
 /// A hang is answered by the client giving up; this cap keeps an abandoned one from living
@@ -33,6 +35,25 @@ const HANG_CAP: Duration = Duration::from_secs(300);
 /// SO_LINGER 0, which sends the client a TCP RST instead of a response.
 #[derive(Clone, Default)]
 pub struct ResetFlag(Arc<AtomicBool>);
+
+tokio::task_local! {
+    /// The flag of the connection whose task is running: hyper polls a connection's handlers
+    /// on its own task, so a handler finds its connection's flag here. (A request extension
+    /// would cost every request an allocation for what only a `reset` fault reads.)
+    static CONNECTION: ResetFlag;
+}
+
+impl ResetFlag {
+    /// Serves a connection with this as the flag its requests' `reset` faults set.
+    pub fn scope<F: Future>(self, connection: F) -> impl Future<Output = F::Output> {
+        CONNECTION.scope(self, connection)
+    }
+
+    /// The flag of the connection this request came on.
+    fn current() -> Option<Self> {
+        CONNECTION.try_with(Self::clone).ok()
+    }
+}
 
 pub fn router(state: Shared) -> Router {
     let mut r = Router::new()
@@ -84,21 +105,23 @@ const MODEL_ROUTES: [(&str, DialectOf); 10] = [
 ];
 
 fn call(dialect: DialectOf) -> MethodRouter<Shared> {
-    post(move |c: Call| async move {
+    post(move |c: Call| {
         let d = dialect(&c);
-        complete(c, d).await
+        complete(c, d)
     })
 }
 
-/// What a model call brings: its deployment (`default` on the unprefixed routes), Azure's
-/// deployment and api-version when the route has them, headers, reset flag and body.
+/// The deployment the unprefixed model routes serve.
+const DEFAULT: &str = "default";
+
+/// What a model call brings: its deployment (None on the unprefixed routes: [`DEFAULT`]),
+/// Azure's deployment and api-version when the route has them, headers and body.
 struct Call {
     state: Shared,
-    deployment: String,
+    deployment: Option<String>,
     azure_deployment: Option<String>,
     api_version: Option<String>,
     headers: HeaderMap,
-    flag: Option<ResetFlag>,
     body: Bytes,
 }
 
@@ -133,21 +156,48 @@ impl FromRequest<Shared> for Call {
                 .find(|(k, _)| *k == "api-version")
                 .map(|(_, v)| v.to_owned())
         });
-        let headers = parts.headers.clone();
-        let flag = parts.extensions.get::<ResetFlag>().cloned();
-        let body = Bytes::from_request(axum::extract::Request::from_parts(parts, body), state)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let body = read_body(body).await?;
         Ok(Self {
             state: state.clone(),
-            deployment: params.deployment.unwrap_or_else(|| "default".into()),
+            deployment: params.deployment,
             azure_deployment: params.azure_deployment,
             api_version,
-            headers,
-            flag,
+            headers: parts.headers,
             body,
         })
     }
+}
+
+/// The body size axum's `Bytes` extractor accepts by default, which the simulator keeps.
+const BODY_LIMIT: usize = 2_097_152;
+
+/// A request body, read as axum's `Bytes` extractor reads it and refused as it refuses one (413
+/// past [`BODY_LIMIT`], 400 when it breaks off), at a fraction of the cost: the extractor boxes
+/// the body again behind a limit, collects it into a list and copies it out, where a model
+/// call's body nearly always arrives in one piece, kept here as it came.
+async fn read_body(body: Body) -> Result<Bytes, Response> {
+    use futures_util::StreamExt;
+    let refuse = |status: StatusCode, why: &dyn std::fmt::Display| {
+        (status, format!("Failed to buffer the request body: {why}")).into_response()
+    };
+    let mut chunks = body.into_data_stream();
+    let (mut first, mut more, mut len) = (Bytes::new(), Vec::new(), 0);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| refuse(StatusCode::BAD_REQUEST, &e))?;
+        len += chunk.len();
+        if len > BODY_LIMIT {
+            return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, &"length limit exceeded"));
+        }
+        if first.is_empty() && more.is_empty() {
+            first = chunk;
+        } else {
+            if more.is_empty() {
+                more.extend_from_slice(&first);
+            }
+            more.extend_from_slice(&chunk);
+        }
+    }
+    Ok(if more.is_empty() { first } else { Bytes::from(more) })
 }
 
 fn refuse(status: u16, msg: &str, kind: &str, code: Option<&str>) -> Response {
@@ -156,13 +206,7 @@ fn refuse(status: u16, msg: &str, kind: &str, code: Option<&str>) -> Response {
 }
 
 fn unknown_deployment(state: &State, name: &str, dialect: &Dialect) -> Response {
-    let known: Vec<String> = state
-        .deployments
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .keys()
-        .cloned()
-        .collect();
+    let known: Vec<String> = state.deployments().keys().cloned().collect();
     dialect
         .refusal(
             404,
@@ -198,21 +242,35 @@ async fn models(AxState(s): AxState<Shared>, Path(d): Path<String>) -> Response 
 /// or llm-d-inference-sim's `X-Return-Error: <status>`.
 /// A bad header is an error message naming it.
 fn header_override(h: &HeaderMap) -> Result<Option<Behaviour>, String> {
+    const BEHAVIOUR: HeaderName = HeaderName::from_static("x-sim-behaviour");
+    const FAULT: HeaderName = HeaderName::from_static("x-sim-fault");
+    const RETURN_ERROR: HeaderName = HeaderName::from_static("x-return-error");
     let bad = |name: &str, why: String| format!("header {name}: {why}");
-    if let Some(v) = h.get("x-sim-behaviour") {
+    // One pass over the few headers a request has, rather than a hashed lookup of each name.
+    let (mut behaviour, mut fault, mut return_error) = (None, None, None);
+    for (k, v) in h {
+        let first = match k {
+            k if *k == BEHAVIOUR => &mut behaviour,
+            k if *k == FAULT => &mut fault,
+            k if *k == RETURN_ERROR => &mut return_error,
+            _ => continue,
+        };
+        first.get_or_insert(v);
+    }
+    if let Some(v) = behaviour {
         let b: Behaviour = serde_json::from_slice(v.as_bytes()).map_err(|e| bad("x-sim-behaviour", e.to_string()))?;
         if let Some(f) = &b.fault {
             f.validate().map_err(|e| bad("x-sim-behaviour", e))?;
         }
         return Ok(Some(b));
     }
-    if let Some(v) = h.get("x-sim-fault") {
+    if let Some(v) = fault {
         let v = v.to_str().unwrap_or("");
         return parse_shorthand(v)
             .map(|f| Some(Behaviour::fault(f)))
             .map_err(|e| bad("x-sim-fault", e));
     }
-    if let Some(v) = h.get("x-return-error") {
+    if let Some(v) = return_error {
         let v = v.to_str().unwrap_or("");
         return parse_shorthand(v)
             .map(|f| Some(Behaviour::fault(f)))
@@ -267,19 +325,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn redacted_headers(h: &HeaderMap) -> Vec<(String, String)> {
-    h.iter()
-        .map(|(k, v)| {
-            let val = if crate::redact::is_secret_header(k.as_str()) {
-                crate::redact::MASK.to_owned()
-            } else {
-                String::from_utf8_lossy(v.as_bytes()).into_owned()
-            };
-            (k.as_str().to_owned(), val)
-        })
-        .collect()
-}
-
 /// A delay with seeded jitter.
 fn delay(base: Option<u64>, jitter: Option<u64>, seed: u64, seq: u64, salt: u64) -> Duration {
     let base = base.unwrap_or(0) as f64;
@@ -289,27 +334,73 @@ fn delay(base: Option<u64>, jitter: Option<u64>, seed: u64, seq: u64, salt: u64)
 }
 
 /// One model call, whatever its dialect: behaviour, rules, journal, metrics, faults.
-async fn complete(c: Call, dialect: Dialect) -> Response {
+///
+/// Most load is plain calls: no fault, no delay, not streamed. Such a call has nothing to wait
+/// for once its body is read, so [`begin`] answers it at once, journaled once, finished; any
+/// other call is journaled pending there and goes on in [`Pending::answer`], which finishes
+/// its entry when the outcome is known (a hang shows while it hangs). Only those calls have a
+/// future of their own to allocate and move about; a plain one's is a ready response.
+///
+/// What a plain call costs beyond a bare handler (measure it with `gauntlet bench sim
+/// --external`): its body read as it arrived (`read_body`), parsed into a typed request
+/// (`openai::parse_for`'s fast path), the reply, its body written as bytes
+/// (`openai::completion_body`), a lock-free look at the deployment, its behaviour and rules
+/// ([`super::state::Snapshot`]), atomic counters, and one short lock to append to the journal,
+/// whose text goes into a ring rather than allocations of its own (`state::Journal`).
+fn complete(c: Call, dialect: Dialect) -> Either<Ready<Response>, Answering> {
+    match begin(c, dialect) {
+        Begun::Answered(response) => Either::Left(std::future::ready(response)),
+        Begun::Pending(answering) => Either::Right(answering),
+    }
+}
+
+/// [`Pending::answer`]'s future.
+type Answering = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+enum Begun {
+    /// Refused, or a plain call answered.
+    Answered(Response),
+    /// Journaled, pending: to be answered after faults and delays.
+    Pending(Answering),
+}
+
+/// A call [`begin`] journaled and did not answer.
+struct Pending {
+    s: Shared,
+    dep: Arc<Deployment>,
+    dialect: Dialect,
+    req: Request,
+    reply: Reply,
+    behaviour: Behaviour,
+    seq: u64,
+    start: Instant,
+    /// The delay before the reply (or the first event), before jitter.
+    wait: Option<u64>,
+    _running: Running,
+}
+
+/// A call up to its journal entry: answered there if it is plain (see [`complete`]).
+fn begin(c: Call, dialect: Dialect) -> Begun {
     let start = Instant::now();
     let Call {
         state: s,
-        deployment: d,
+        deployment,
         headers,
-        flag,
         body,
         ..
     } = c;
-    let Some(dep) = s.deployment(&d) else {
-        return unknown_deployment(&s, &d, &dialect);
+    let name = deployment.as_deref().unwrap_or(DEFAULT);
+    let Some(dep) = s.deployment(name) else {
+        return Begun::Answered(unknown_deployment(&s, name, &dialect));
     };
     let mut req = match dialect.parse(&body, &s.tokenizers) {
         Ok(r) => r,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => return Begun::Answered(refusal.into_response()),
     };
     req.charset = req.charset.or(Some(dep.spec.charset));
     let over = match header_override(&headers) {
         Ok(o) => o,
-        Err(msg) => return dialect.refusal(400, &msg, "invalid_header").into_response(),
+        Err(msg) => return Begun::Answered(dialect.refusal(400, &msg, "invalid_header").into_response()),
     };
     let decision = s.decide(&dep, req.user.as_deref(), &req.text);
     let (behaviour, tag) = match over {
@@ -319,99 +410,150 @@ async fn complete(c: Call, dialect: Dialect) -> Response {
     // The reply depends on the request alone: written before the call is journaled, so its
     // entry records what will be sent, when something will.
     let replies = req.kind != Kind::Embeddings && behaviour.fault.as_ref().is_none_or(Fault::replies);
-    let answer = replies.then(|| reply(s.seed, &d, &req, dep.spec.reply_tokens()));
-    let seq = s.next_seq();
-    s.journal_push(JournalEntry {
-        seq,
+    let reply = reply(s.seed, &dep.spec.name, &req, dep.spec.reply_tokens());
+    let mut entry = Record {
         time_ms: now_ms(),
-        deployment: d.clone(),
-        path: dialect.journal_path(),
-        model: req.model.clone(),
         stream: req.stream,
         user: req.user.clone(),
         metadata: req.metadata.clone(),
         tag_matched: tag,
         tags: carried_tags(req.user.as_deref(), &req.text),
-        prompt_excerpt: req.text.chars().take(200).collect(),
-        headers: redacted_headers(&headers),
         prompt_tokens: req.prompt_tokens,
         outcome: Outcome::Pending,
         charset: req.charset.unwrap_or_default(),
         tokenizer: req.tokenizer,
-        reply_fnv: answer.as_ref().map(Reply::fnv_hex).unwrap_or_default(),
-        ..JournalEntry::default()
-    });
-    let m = &dep.metrics;
-    m.running.fetch_add(1, Ordering::Relaxed);
-    let _running = Running(dep.clone());
-    let finish = |outcome: Outcome, completion: u64, cache: CacheUse| {
-        s.journal_finish(seq, outcome, completion, start.elapsed().as_millis() as u64, cache);
+        reply_fnv: replies.then(|| reply.fnv()),
+        ..Record::default()
     };
+    let path = dialect.journal_path();
+    let text = EntryText {
+        deployment: &dep.spec.name,
+        path: &path,
+        model: &req.model,
+        prompt: &req.text,
+        headers: EntryHeaders::Request(&headers),
+    };
+    let m = &dep.metrics;
     let wait = if req.stream {
         behaviour.ttft_ms.or(behaviour.latency_ms)
     } else {
         behaviour.latency_ms
     };
-    let first_delay = delay(wait, behaviour.jitter_ms, s.seed, seq, 1);
-    if let Some(fault) = &behaviour.fault {
-        *m.faults
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(fault.kind())
-            .or_default() += 1;
-        let failed = Failure {
-            dialect: &dialect,
-            prompt_tokens: req.prompt_tokens,
-            first_delay,
-            finish: &finish,
+    let plain =
+        behaviour.fault.is_none() && !req.stream && wait.unwrap_or(0) == 0 && behaviour.jitter_ms.unwrap_or(0) == 0;
+    if !plain {
+        let seq = s.journal_push(entry, text);
+        m.running.fetch_add(1, Ordering::Relaxed);
+        let running = Running(dep.clone());
+        let call = Pending {
+            s,
+            dep,
+            dialect,
+            req,
+            reply,
+            behaviour,
+            seq,
+            start,
+            wait,
+            _running: running,
         };
-        if let Some(resp) = failed.answer(fault, flag).await {
-            return with_ids(resp, &d, seq);
-        }
+        return Begun::Pending(Box::pin(call.answer()));
     }
-    let reply = answer.unwrap_or_else(|| reply(s.seed, &d, &req, dep.spec.reply_tokens()));
-    // Only an answered request writes the prompt cache, as a provider's would.
+    // What `Pending::answer` does, less the fault, the delay and the pending entry.
     let cache = req
         .cache_prefix
         .map_or_else(CacheUse::default, |p| dep.prompt_cache.touch(p));
-    // `sim_usage.omit` answers as the no_usage fault does, and is journaled the same.
-    let with_usage = !matches!(behaviour.fault, Some(Fault::NoUsage)) && !req.omit_usage;
-    let outcome = match &behaviour.fault {
-        Some(f) => f.outcome(),
-        None if req.omit_usage => Outcome::NoUsage,
-        None => Outcome::Ok,
-    };
-    let created = now_ms() / 1000;
+    let outcome = if req.omit_usage { Outcome::NoUsage } else { Outcome::Ok };
     m.prompt_tokens.fetch_add(req.prompt_tokens, Ordering::Relaxed);
     m.generation_tokens.fetch_add(reply.tokens(), Ordering::Relaxed);
-    if !req.stream {
-        pause(first_delay).await;
-        m.ttft.observe(start.elapsed().as_secs_f64());
-        m.e2e.observe(start.elapsed().as_secs_f64());
-        m.success.fetch_add(1, Ordering::Relaxed);
+    let body = dialect.body(s.seed, &req, &reply, cache, entry.time_ms / 1000, !req.omit_usage);
+    let elapsed = start.elapsed();
+    m.ttft.observe(elapsed.as_secs_f64());
+    m.e2e.observe(elapsed.as_secs_f64());
+    m.success.fetch_add(1, Ordering::Relaxed);
+    entry.finish(outcome, reply.tokens(), elapsed.as_millis() as u64, cache);
+    let seq = s.journal_push(entry, text);
+    Begun::Answered(with_ids(json(body), &dep, seq))
+}
+
+impl Pending {
+    async fn answer(self) -> Response {
+        let Pending {
+            s,
+            dep,
+            dialect,
+            req,
+            reply,
+            behaviour,
+            seq,
+            start,
+            wait,
+            _running,
+        } = self;
+        let m = &dep.metrics;
+        let finish = |outcome: Outcome, completion: u64, cache: CacheUse| {
+            s.journal_finish(seq, outcome, completion, start.elapsed().as_millis() as u64, cache);
+        };
+        let first_delay = delay(wait, behaviour.jitter_ms, s.seed, seq, 1);
+        if let Some(fault) = &behaviour.fault {
+            *m.faults
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(fault.kind())
+                .or_default() += 1;
+            let failed = Failure {
+                dialect: &dialect,
+                prompt_tokens: req.prompt_tokens,
+                first_delay,
+                finish: &finish,
+            };
+            if let Some(resp) = failed.answer(fault).await {
+                return with_ids(resp, &dep, seq);
+            }
+        }
+        // Only an answered request writes the prompt cache, as a provider's would.
+        let cache = req
+            .cache_prefix
+            .map_or_else(CacheUse::default, |p| dep.prompt_cache.touch(p));
+        // `sim_usage.omit` answers as the no_usage fault does, and is journaled the same.
+        let with_usage = !matches!(behaviour.fault, Some(Fault::NoUsage)) && !req.omit_usage;
+        let outcome = match &behaviour.fault {
+            Some(f) => f.outcome(),
+            None if req.omit_usage => Outcome::NoUsage,
+            None => Outcome::Ok,
+        };
+        let created = now_ms() / 1000;
+        m.prompt_tokens.fetch_add(req.prompt_tokens, Ordering::Relaxed);
+        m.generation_tokens.fetch_add(reply.tokens(), Ordering::Relaxed);
+        if !req.stream {
+            pause(first_delay).await;
+            m.ttft.observe(start.elapsed().as_secs_f64());
+            m.e2e.observe(start.elapsed().as_secs_f64());
+            m.success.fetch_add(1, Ordering::Relaxed);
+            finish(outcome, reply.tokens(), cache);
+            let body = dialect.body(s.seed, &req, &reply, cache, created, with_usage);
+            return with_ids(json(body), &dep, seq);
+        }
+        let (mut frames, end) = dialect.stream(&req, &reply, cache, created, with_usage);
+        let cut = match behaviour.fault {
+            Some(Fault::CutStream { after_chunks }) => Some(after_chunks as usize),
+            _ => None,
+        };
+        if let Some(n) = cut {
+            frames.truncate(n);
+        }
         finish(outcome, reply.tokens(), cache);
-        let body = dialect.body(s.seed, &req, &reply, cache, created, with_usage);
-        return with_ids(([("content-type", "application/json")], body).into_response(), &d, seq);
+        m.success.fetch_add(u64::from(cut.is_none()), Ordering::Relaxed);
+        let pacing = Pacing {
+            first: first_delay,
+            itl: behaviour.itl_ms,
+            jitter: behaviour.jitter_ms,
+            seed: s.seed,
+            seq,
+        };
+        let end = if cut.is_some() { Ended::Cut } else { Ended::With(end) };
+        with_ids(sse(dep.clone(), start, frames, end, pacing), &dep, seq)
     }
-    let (mut frames, end) = dialect.stream(&req, &reply, cache, created, with_usage);
-    let cut = match behaviour.fault {
-        Some(Fault::CutStream { after_chunks }) => Some(after_chunks as usize),
-        _ => None,
-    };
-    if let Some(n) = cut {
-        frames.truncate(n);
-    }
-    finish(outcome, reply.tokens(), cache);
-    m.success.fetch_add(u64::from(cut.is_none()), Ordering::Relaxed);
-    let pacing = Pacing {
-        first: first_delay,
-        itl: behaviour.itl_ms,
-        jitter: behaviour.jitter_ms,
-        seed: s.seed,
-        seq,
-    };
-    let end = if cut.is_some() { Ended::Cut } else { Ended::With(end) };
-    with_ids(sse(dep, start, frames, end, pacing), &d, seq)
 }
 
 /// The faults that answer instead of the model: hang, reset, malformed, HTTP errors.
@@ -425,7 +567,7 @@ struct Failure<'a> {
 impl Failure<'_> {
     /// The response to send instead of a reply; None for faults that still reply
     /// (`no_usage`, `cut_stream`).
-    async fn answer(&self, fault: &Fault, flag: Option<ResetFlag>) -> Option<Response> {
+    async fn answer(&self, fault: &Fault) -> Option<Response> {
         let finish = |outcome: Outcome| (self.finish)(outcome, 0, CacheUse::default());
         match fault {
             Fault::Hang => {
@@ -438,7 +580,7 @@ impl Failure<'_> {
             Fault::Reset => {
                 pause(self.first_delay).await;
                 finish(Outcome::Reset);
-                if let Some(f) = flag {
+                if let Some(f) = ResetFlag::current() {
                     f.0.store(true, Ordering::SeqCst);
                 }
                 // The stream refuses this response and the connection closes with a RST.
@@ -540,14 +682,40 @@ impl Drop for Running {
     }
 }
 
-fn with_ids(mut r: Response, deployment: &str, seq: u64) -> Response {
-    if let Ok(v) = HeaderValue::from_str(deployment) {
-        r.headers_mut().insert("x-sim-deployment", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("sim-{seq}")) {
-        r.headers_mut().insert("x-request-id", v);
-    }
+/// A JSON body, its content type a constant (not a string parsed per response).
+fn json(body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
+}
+
+fn with_ids(mut r: Response, dep: &Deployment, seq: u64) -> Response {
+    const DEPLOYMENT: HeaderName = HeaderName::from_static("x-sim-deployment");
+    const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    if let Some(v) = &dep.header {
+        r.headers_mut().insert(DEPLOYMENT, v.clone());
+    }
+    r.headers_mut().insert(REQUEST_ID, request_id(seq));
+    r
+}
+
+/// `sim-{seq}`, written without `format!` (whose machinery costs more than the rest of this).
+fn request_id(seq: u64) -> HeaderValue {
+    let mut buf = [0u8; 24];
+    let mut at = buf.len();
+    let mut n = seq;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    at -= 4;
+    buf[at..at + 4].copy_from_slice(b"sim-");
+    HeaderValue::from_bytes(&buf[at..]).expect("sim- and digits are a header value")
 }
 
 /// A connection's stream that can be told to die with a RST (see [`ResetFlag`]).
@@ -635,6 +803,42 @@ mod tests {
             json!({"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9})
         );
         assert_eq!(a["choices"][0]["finish_reason"], "length");
+        s.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_whole_however_they_arrive_and_refused_past_the_limit() {
+        let s = sim(&["a"]).await;
+        let url = format!("{}/d/a/v1/chat/completions", s.url());
+        let whole: Value = post(&url, &chat("pieces"), None).await.unwrap().json().await.unwrap();
+        // The same body in two chunks, some time apart.
+        let text = chat("pieces").to_string().into_bytes();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+        let (a, b) = text.split_at(text.len() / 2);
+        let (a, b) = (a.to_vec(), b.to_vec());
+        tokio::spawn(async move {
+            let _ = tx.send(Ok(a)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = tx.send(Ok(b)).await;
+        });
+        let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let r = reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<Value>().await.unwrap()["choices"], whole["choices"]);
+        // axum's default limit, as its extractor refused past it.
+        let big = vec![b' '; super::BODY_LIMIT + 1];
+        let r = reqwest::Client::new().post(&url).body(big).send().await.unwrap();
+        assert_eq!(r.status(), 413);
+        assert_eq!(
+            r.text().await.unwrap(),
+            "Failed to buffer the request body: length limit exceeded"
+        );
         s.shutdown().await;
     }
 

@@ -72,6 +72,15 @@ impl Charset {
         }
     }
 
+    /// [`words`] of each unit of [`Charset::vocabulary`], in its order: counted once per
+    /// process, not once per unit of every reply.
+    pub fn unit_words(self) -> &'static [u64] {
+        static COUNTS: std::sync::OnceLock<[Vec<u64>; 5]> = std::sync::OnceLock::new();
+        let all = COUNTS.get_or_init(|| Charset::ALL.map(|c| c.vocabulary().iter().map(|u| words(u)).collect()));
+        let at = Charset::ALL.iter().position(|c| *c == self).unwrap_or(0);
+        &all[at]
+    }
+
     /// What goes between two units.
     pub fn separator(self) -> &'static str {
         match self {
@@ -120,10 +129,23 @@ pub fn is_cjk(c: char) -> bool {
 pub fn words(s: &str) -> u64 {
     let mut n = 0;
     let mut in_word = false;
-    for c in s.chars() {
-        if c.is_whitespace() {
+    let bytes = s.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        // ASCII, most of most prompts, a byte at a time: it is never CJK, and its whitespace
+        // (`char::is_whitespace`) is tab to carriage return and space. Any other character is
+        // decoded and looked up.
+        let (space, cjk) = if bytes[at].is_ascii() {
+            at += 1;
+            (matches!(bytes[at - 1], b'\t'..=b'\r' | b' '), false)
+        } else {
+            let c = s[at..].chars().next().unwrap_or_default();
+            at += c.len_utf8();
+            (c.is_whitespace(), is_cjk(c))
+        };
+        if space {
             in_word = false;
-        } else if is_cjk(c) {
+        } else if cjk {
             n += 1;
             in_word = false;
         } else if !in_word {
@@ -342,6 +364,27 @@ mod tests {
         );
         assert_eq!(words("cafe\u{301} Vie\u{323}\u{302}t"), 2);
         assert_eq!(words("مرحبا بالعالم שלום"), 3);
+    }
+
+    proptest::proptest! {
+        /// The ASCII shortcut counts as the rule stated a character at a time does.
+        #[test]
+        fn words_counts_as_the_rule_reads(s in "([ \t\n\u{b}\u{c}\r\u{1c}\u{85}\u{a0}\u{3000}a-z0-9.,!東京はカタ안é\u{301}👍\u{200d}]|\\PC){0,40}") {
+            let mut n = 0;
+            let mut in_word = false;
+            for c in s.chars() {
+                if c.is_whitespace() {
+                    in_word = false;
+                } else if is_cjk(c) {
+                    n += 1;
+                    in_word = false;
+                } else if !in_word {
+                    n += 1;
+                    in_word = true;
+                }
+            }
+            proptest::prop_assert_eq!(words(&s), n, "{:?}", s);
+        }
     }
 
     #[test]
