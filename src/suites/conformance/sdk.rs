@@ -17,9 +17,20 @@ const SCRIPT: &str = include_str!("openai_sdk.py");
 pub fn cases(plan: &Plan) -> Vec<Case> {
     // A Python start-up each (the SDK's import alone takes a second or two of CPU), and on
     // the simulator the SDK's 3 s timeout on a hanging call.
+    // It calls the first simulator deployment directly, faults included: that deployment's
+    // group is claimed like any traffic's, or a case that owns the group (a cooldown window
+    // that must see no calls) counts these (seen on the usage_limits fixture).
+    let direct = plan.config.sim_deployments().into_iter().next();
+    let group: Vec<String> = direct
+        .as_deref()
+        .and_then(|d| plan.config.group_of_sim(d))
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
     let mut cases = vec![
         Case::new("conformance::openai_sdk::simulator", simulator)
             .needs(&[Role::Simulator])
+            .uses(&group)
             .cost(5.0),
     ];
     cases.extend(crate::suites::support::on_probe_group(
