@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod ledger;
 pub mod load;
+pub mod proxy;
 pub mod random;
 pub mod redact;
 pub mod runner;

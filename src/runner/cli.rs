@@ -33,6 +33,9 @@ enum Command {
     },
     /// Run the provider simulator.
     Sim(crate::sim::SimArgs),
+    /// Run the fault-injecting TCP proxy (toxics set at run time on the same port) until
+    /// SIGINT or SIGTERM.
+    Proxy(crate::proxy::ProxyArgs),
     /// Start the stack and keep it running (Ctrl-C stops it); --detach runs it in the background.
     Up(super::up::UpArgs),
     /// Stop a stack started with `gauntlet up --detach`.
@@ -146,6 +149,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
             .map_err(Into::into),
         Command::Images(a) => block_on(crate::stack::image::images_cli(a)),
         Command::Sim(a) => block_on(crate::sim::serve_cli(a)),
+        Command::Proxy(a) => block_on(crate::proxy::serve_cli(a)),
         Command::Load(a) => super::load::main(*a),
         Command::Bench { what: Bench::Sim(a) } => block_on(crate::sim::bench_cli(a)),
         Command::Bench { what: Bench::Sse(a) } => crate::client::bench::bench_cli(a),
