@@ -207,6 +207,16 @@ impl RouterClient {
         send(rb, &format!("{}{path}", self.base)).await
     }
 
+    /// A POST whose failure keeps reqwest's own error, for a caller that sorts failures by
+    /// kind (refused, timed out, cut) rather than reporting them.
+    pub async fn post_raw(&self, path: &str, body: &Value, timeout: Duration) -> reqwest::Result<reqwest::Response> {
+        self.request(reqwest::Method::POST, path)
+            .json(body)
+            .timeout(timeout)
+            .send()
+            .await
+    }
+
     pub async fn chat(&self, body: &Value) -> anyhow::Result<Reply> {
         self.post("/v1/chat/completions", body).await
     }

@@ -64,6 +64,9 @@ pub struct Deployment {
     pub group: String,
     /// The simulator deployment behind it (`${<sim service>.url}/d/<name>/…`), if any.
     pub sim: Option<String>,
+    /// The stack service its `api_base` names (`${<service>.url}/…`): the simulator itself, or
+    /// a service in front of it (a fault proxy standing for a region).
+    pub via: Option<String>,
     pub provider: Provider,
     pub mode: Mode,
     /// Per attempt, plain and streamed.
@@ -166,6 +169,7 @@ impl RouterConfig {
                 id,
                 group: group.to_owned(),
                 sim: api_base.and_then(sim_deployment),
+                via: api_base.and_then(service_of),
                 mode: Mode::of(info.and_then(|m| m.get("mode")).and_then(Value::as_str), model),
                 provider,
                 timeout: timeout::plain(own, global),
@@ -703,6 +707,13 @@ fn value_str(v: &Value) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// The service an `api_base` starts with (`${<service>.url}…` → `<service>`).
+fn service_of(api_base: &str) -> Option<String> {
+    let (placeholder, _) = api_base.strip_prefix("${")?.split_once('}')?;
+    let service = placeholder.strip_suffix(".url")?;
+    (!service.is_empty() && !service.contains(['$', '{', '/'])).then(|| service.to_owned())
 }
 
 /// The simulator deployment an `api_base` points at: `${<service>.url}/d/<name>` and what

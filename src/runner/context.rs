@@ -26,6 +26,8 @@ pub struct Ctx {
     pub prices: Arc<PriceTable>,
     pub router: RouterClient,
     tag: Tag,
+    /// The stack, when this run started it (the chaos cases hurt its services).
+    control: Option<crate::stack::Control>,
     /// What the case reports besides pass/fail: read by the trial once the case ends.
     results: Arc<CaseResults>,
 }
@@ -64,8 +66,26 @@ impl Ctx {
             prices,
             router,
             tag: Tag::fresh("gt", 6),
+            control: None,
             results,
         }
+    }
+
+    pub fn with_control(mut self, control: Option<crate::stack::Control>) -> Self {
+        self.control = control;
+        self
+    }
+
+    /// The stack's services, to hurt and heal: only a stack this run started (the registry
+    /// gates chaos cases on it, so reaching this without one is the registry's bug or a
+    /// target changed under the case).
+    pub fn control(&self) -> anyhow::Result<&crate::stack::Control> {
+        self.control.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "this case hurts the stack's services, and this run did not start the stack: \
+                 run it on the embedded stack (no GAUNTLET_STACK, no ROUTER_URL)"
+            )
+        })
     }
 
     /// Records a measurement (latency, count…) shown in the summary and reports.

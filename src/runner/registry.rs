@@ -27,6 +27,9 @@ pub struct Case {
     /// About how long it runs, in seconds, from the waits the config gives it (see
     /// `runner::schedule`): orders the first run; later runs go by the last one's times.
     pub cost_s: Option<f64>,
+    /// Services it hurts (kills, pauses, restarts): the chaos suite's. Only a stack this run
+    /// started can be hurt; every case depending on such a service waits while it is hurt.
+    pub hurts: Vec<String>,
     pub run: CaseFn,
 }
 
@@ -42,6 +45,7 @@ impl Case {
             ignored: None,
             claims: Claims::default(),
             cost_s: None,
+            hurts: Vec::new(),
             run: Arc::new(move |c| Box::pin(f(c))),
         }
     }
@@ -79,6 +83,11 @@ impl Case {
     /// Needs these groups to itself.
     pub fn owns<S: AsRef<str>>(mut self, groups: &[S]) -> Self {
         self.claims.owns.extend(groups.iter().map(|g| g.as_ref().to_owned()));
+        self
+    }
+    /// Hurts these services (see `hurts`).
+    pub fn hurts<S: AsRef<str>>(mut self, services: &[S]) -> Self {
+        self.hurts.extend(services.iter().map(|s| s.as_ref().to_owned()));
         self
     }
     pub fn suite(&self) -> &str {
@@ -161,11 +170,49 @@ impl Require {
     }
 }
 
+/// The lock name standing for a service (see `service_claims`): `@` cannot start a model
+/// group's lock that matters here, and sorts every service before the groups.
+pub fn service_lock(service: &str) -> String {
+    format!("@service:{service}")
+}
+
+/// Adds a case's service claims: every case holds, shared, the services its traffic passes
+/// through (the router, Redis behind it, the services of the roles it needs); a case that hurts
+/// a service holds it exclusively — so killing Redis waits for every running case and holds
+/// every other back, while restarting the second router only waits for the cases using it.
+fn service_claims(plan: &Plan, mut c: Case) -> Case {
+    let m = &plan.manifest;
+    let mut used: Vec<&str> = vec![m.stack.router.as_str()];
+    used.extend(m.service_with(Role::Redis));
+    used.extend(c.needs.iter().filter_map(|r| m.service_with(*r)));
+    for s in used {
+        if !c.hurts.iter().any(|h| h == s) {
+            c.claims.uses.push(service_lock(s));
+        }
+    }
+    let hurt: Vec<String> = c.hurts.iter().map(|s| service_lock(s)).collect();
+    c.claims.owns.extend(hurt);
+    c
+}
+
 /// Applies the availability rule: a case whose services the target lacks is ignored with
-/// the reason — or, under `GAUNTLET_REQUIRE=all`, kept so it fails with that reason.
+/// the reason — or, under `GAUNTLET_REQUIRE=all`, kept so it fails with that reason. A case
+/// that hurts services needs a stack this run started.
 pub fn gate(plan: &Plan, cases: Vec<Case>) -> Vec<Case> {
     cases
         .into_iter()
+        .map(|c| service_claims(plan, c))
+        .map(|c| {
+            if c.hurts.is_empty() || plan.embedded || c.ignored.is_some() {
+                return c;
+            }
+            let reason = format!(
+                "hurts {} (chaos): only a stack this run starts can be hurt — run it without \
+                 GAUNTLET_STACK or ROUTER_URL",
+                c.hurts.join(", ")
+            );
+            refuse(plan, c, reason)
+        })
         .map(|c| {
             let missing: Vec<String> = c
                 .needs
@@ -188,19 +235,89 @@ pub fn gate(plan: &Plan, cases: Vec<Case>) -> Vec<Case> {
                     missing.join(", ")
                 )
             };
-            if plan.require_all {
-                let r = reason.clone();
-                Case { run: Arc::new(move |_| { let r = r.clone(); Box::pin(async move { anyhow::bail!("GAUNTLET_REQUIRE=all: {r}") }) }), ..c }
-            } else {
-                c.ignore(reason)
-            }
+            refuse(plan, c, reason)
         })
         .collect()
 }
 
+/// Ignores `c` with `reason`, or under `GAUNTLET_REQUIRE=all` keeps it so it fails with it.
+fn refuse(plan: &Plan, c: Case, reason: String) -> Case {
+    if plan.require_all {
+        let r = reason.clone();
+        Case {
+            run: Arc::new(move |_| {
+                let r = r.clone();
+                Box::pin(async move { anyhow::bail!("GAUNTLET_REQUIRE=all: {r}") })
+            }),
+            ..c
+        }
+    } else {
+        c.ignore(reason)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Require;
+    use super::*;
+
+    fn plan(embedded: bool, require_all: bool) -> Plan {
+        let manifest = Manifest::builtin().unwrap();
+        let config = RouterConfig::from_document(&manifest.router_config.doc).unwrap();
+        Plan {
+            available: Role::ALL.to_vec(),
+            manifest,
+            config,
+            require_all,
+            embedded,
+        }
+    }
+
+    fn noop(name: &str) -> Case {
+        Case::new(name, |_| async { Ok(()) })
+    }
+
+    #[test]
+    fn hurting_a_service_holds_it_exclusively_and_every_case_holds_what_it_passes_through() {
+        let cases = gate(
+            &plan(true, false),
+            vec![
+                noop("plain"),
+                noop("kills::redis").hurts(&["redis"]),
+                noop("second").needs(&[Role::SecondRouter]),
+            ],
+        );
+        let lock = |s: &str| service_lock(s);
+        assert_eq!(cases[0].claims.uses, [lock("router"), lock("redis")]);
+        assert!(cases[0].claims.owns.is_empty());
+        assert_eq!(cases[1].claims.owns, [lock("redis")]);
+        assert_eq!(cases[1].claims.uses, [lock("router")]);
+        assert!(cases[1].ignored.is_none());
+        assert_eq!(cases[2].claims.uses, [lock("router"), lock("redis"), lock("router_b")]);
+    }
+
+    #[test]
+    fn only_a_stack_this_run_started_can_be_hurt() {
+        let attached = gate(&plan(false, false), vec![noop("kills::redis").hurts(&["redis"])]);
+        let why = attached[0].ignored.as_deref().expect("ignored when attached");
+        assert!(why.contains("hurts redis") && why.contains("GAUNTLET_STACK"), "{why}");
+        // Under GAUNTLET_REQUIRE=all it is kept, to fail with that reason.
+        let required = gate(&plan(false, true), vec![noop("kills::redis").hurts(&["redis"])]);
+        assert!(required[0].ignored.is_none());
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let ctx = Ctx::new(
+            "kills::redis",
+            Default::default(),
+            Arc::new(plan(false, true).config),
+            Default::default(),
+            "http://127.0.0.1:9",
+            Default::default(),
+        );
+        let err = rt.block_on((required[0].run)(ctx)).unwrap_err().to_string();
+        assert!(
+            err.contains("GAUNTLET_REQUIRE=all") && err.contains("hurts redis"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn require_is_a_comma_list_and_all_does_not_imply_gpu() {

@@ -21,7 +21,7 @@ use crate::error::{RunError, exit};
 use crate::ledger::prices::PriceTable;
 use crate::stack::manifest::Manifest;
 use crate::stack::role::Role;
-use crate::stack::{self, Endpoints, Stack};
+use crate::stack::{self, Control, Endpoints, Stack};
 
 /// `GAUNTLET_ARTIFACTS`, else `target/gauntlet`: where reports, logs and a detached stack's
 /// state file go.
@@ -189,6 +189,7 @@ fn run(mut args: Arguments) -> anyhow::Result<ExitCode> {
         prices: Arc::new(prices),
         locks,
         rt: rt.handle().clone(),
+        control: stack.clone(),
     });
 
     let conclusion = libtest_mimic::run(&args, trials);
@@ -196,7 +197,7 @@ fn run(mut args: Arguments) -> anyhow::Result<ExitCode> {
     let failed = conclusion.has_failed();
     let (records, billed) = recorder.take();
     let logs = match (&stack, &target) {
-        (Some(s), _) if failed => s.save_logs(&artifacts),
+        (Some(s), _) if failed => s.lock_blocking().save_logs(&artifacts),
         (None, Target::Attached(..)) if failed => stack::save_logs(&endpoints, &artifacts),
         _ => Vec::new(),
     };
@@ -223,8 +224,8 @@ fn run(mut args: Arguments) -> anyhow::Result<ExitCode> {
         logs,
     };
     write_reports(summary, filtered_out, &artifacts, &prices_currency, &billed);
-    if let Some(mut s) = stack.take() {
-        rt.block_on(s.stop());
+    if let Some(s) = stack.take() {
+        rt.block_on(async { s.lock().await.stop().await });
     }
     if endpoints.locks.is_none() {
         let _ = std::fs::remove_dir_all(&lock_dir);
@@ -295,7 +296,7 @@ fn stack_digest(plan: &Plan) -> String {
 /// The stack a run's cases talk to, and what started it.
 struct Up {
     /// Started by this run (stopped at its end); `None` when attached or external.
-    stack: Option<Stack>,
+    stack: Option<Control>,
     boot: Vec<(String, std::time::Duration)>,
     endpoints: Endpoints,
 }
@@ -309,7 +310,7 @@ fn bring_up(
     rt: &tokio::runtime::Runtime,
     teardown: &stack::Teardown,
 ) -> anyhow::Result<Up> {
-    let mut stack: Option<Stack> = None;
+    let mut stack: Option<Control> = None;
     let mut boot = Vec::new();
     let endpoints = match target {
         Target::Embedded if !selected.is_empty() => {
@@ -341,7 +342,13 @@ fn bring_up(
             let s = s?;
             boot = s.boot.clone();
             let ep = s.endpoints.clone();
-            stack = Some(s);
+            let health = plan
+                .manifest
+                .services
+                .iter()
+                .map(|(n, spec)| (n.clone(), spec.health.clone()))
+                .collect();
+            stack = Some(Control::new(s, health));
             ep
         }
         Target::Embedded => Endpoints::default(),

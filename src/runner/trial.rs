@@ -24,6 +24,8 @@ pub struct Live {
     pub prices: Arc<PriceTable>,
     pub locks: super::locks::Locks,
     pub rt: tokio::runtime::Handle,
+    /// The stack, when this run started it: what the chaos cases hurt.
+    pub control: Option<crate::stack::Control>,
 }
 
 /// Waits until no deployment of `groups` is cooling down (see `runner::locks`).
@@ -76,7 +78,8 @@ pub fn trial(case: &Case, shared: &Arc<OnceLock<Live>>, recorder: &Arc<Recorder>
                     s.prices.clone(),
                     &s.router_url,
                     results.clone(),
-                );
+                )
+                .with_control(s.control.clone());
                 let span = capture::case_span(&name, &buf);
                 let claims = claims.resolve(|g| s.config.can_cool_down(g));
                 let waited = Instant::now();

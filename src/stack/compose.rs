@@ -236,6 +236,7 @@ fn network_vars(m: &Manifest, services: &[String], mark_keys: bool) -> Vars {
     vars.insert("bind".into(), "0.0.0.0".into());
     vars.insert("port".into(), SERVICE_PORT.to_string());
     vars.insert("litellm".into(), image::LITELLM_BIN.into());
+    vars.insert("gauntlet".into(), image::GAUNTLET_BIN.into());
     vars.insert("router_config".into(), format!("{FILES_INSIDE}/router.yaml"));
     for name in services {
         let scheme = if m.services[name].health.redis { "redis" } else { "http" };
@@ -788,7 +789,11 @@ mod tests {
         let (_, r, doc) = default_stack();
         let services = doc["services"].as_mapping().unwrap();
         let names: Vec<&str> = services.keys().map(|k| k.as_str().unwrap()).collect();
-        assert_eq!(names, ["redis", "sim", "sink", "router"], "on_demand router_b left out");
+        assert_eq!(
+            names,
+            ["redis", "sim", "sink", "geo_a", "geo_b", "router"],
+            "on_demand router_b left out"
+        );
         assert_eq!(r.services, names);
         let router = &doc["services"]["router"];
         let deps = router["depends_on"].as_mapping().unwrap();
@@ -983,7 +988,7 @@ mod tests {
         let m = Manifest::builtin().unwrap();
         assert_eq!(
             selected(&m, &["router_b".into()]).unwrap(),
-            ["redis", "router_b", "sim", "sink"]
+            ["geo_a", "geo_b", "redis", "router_b", "sim", "sink"]
         );
         let e = selected(&m, &["nope".into()]).unwrap_err().to_string();
         assert!(e.contains("no service named 'nope'"), "{e}");

@@ -491,7 +491,8 @@ impl Manifest {
     }
 
     /// The image a service runs on the Docker backend: its own `image`, else the recipe its
-    /// command implies (a builtin: the gauntlet image; `redis-server`; `${litellm}`).
+    /// command implies (a builtin or `${gauntlet}`: the gauntlet image; `redis-server`;
+    /// `${litellm}`).
     pub fn image_of(&self, name: &str) -> Result<ImageSpec, RunError> {
         let spec = &self.services[name];
         let origin = format!("{}: services.{name}.image", self.origin);
@@ -504,6 +505,7 @@ impl Manifest {
         match spec.command.first().map(String::as_str) {
             Some("redis-server") => Ok(ImageSpec::Recipe(Recipe::Redis)),
             Some("${litellm}") => Ok(ImageSpec::Recipe(Recipe::Litellm)),
+            Some("${gauntlet}") => Ok(ImageSpec::Recipe(Recipe::Gauntlet)),
             _ => Err(RunError::usage(format!(
                 "{origin}: service '{name}' has no image, and none follows from its command; add \
                  image = \"<name>@sha256:<digest>\" (pulled if missing) or one of the built-in recipes \
@@ -531,7 +533,10 @@ mod tests {
         let m = Manifest::builtin().unwrap();
         assert_eq!(m.stack.router, "router");
         assert!(m.services["router"].depends_on.contains(&"redis".to_owned()));
-        assert_eq!(m.closure(&["router".into()]), ["redis", "router", "sim", "sink"]);
+        assert_eq!(
+            m.closure(&["router".into()]),
+            ["geo_a", "geo_b", "redis", "router", "sim", "sink"]
+        );
         assert!(!m.default_services().contains(&"router_b".to_owned()));
         let roles = m.roles();
         assert_eq!(roles[&Role::Simulator], "sim");
@@ -591,6 +596,8 @@ mod tests {
             ("sim.port", "7001"),
             ("redis.host", "127.0.0.1"),
             ("redis.port", "7002"),
+            ("geo_a.url", "http://127.0.0.1:7003"),
+            ("geo_b.url", "http://127.0.0.1:7004"),
             ("master_key", "sk-m"),
             ("provider_key", "sk-p"),
         ]

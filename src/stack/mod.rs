@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod compose;
+pub mod control;
 pub mod endpoints;
 pub mod engine;
 pub mod gpu;
@@ -21,6 +22,7 @@ pub mod teardown;
 pub mod template;
 
 pub use backend::{BackendKind, Chaos};
+pub use control::Control;
 pub use endpoints::{Endpoint, Endpoints};
 pub use start::{Stack, StartOptions, Unhealthy, free_port, save_logs, write_private};
 pub use teardown::Teardown;

@@ -164,6 +164,9 @@ impl Stack {
             {
                 own.insert("router_config".into(), self.render_router_config(m, vars)?);
             }
+            if spec.command.iter().any(|a| a.contains("${gauntlet}")) {
+                own.insert("gauntlet".into(), self.backend.gauntlet()?);
+            }
             if spec.command.iter().any(|a| a.contains("${litellm}")) {
                 own.insert("litellm".into(), self.backend.litellm().await?);
             }

@@ -1,8 +1,8 @@
 //! Every suite's cases, gated on what the target offers.
 
 use super::{
-    caching, conformance, cooldown, fallbacks, gpu, ledger, limits, load, perf, pricing, routing, secrets, security,
-    smoke, streaming, text,
+    caching, chaos, conformance, cooldown, fallbacks, gpu, ledger, limits, load, perf, pricing, routing, secrets,
+    security, smoke, streaming, text,
 };
 use crate::runner::registry::{Case, Plan, gate};
 
@@ -23,6 +23,7 @@ pub fn all(plan: &Plan) -> Vec<Case> {
     cases.extend(limits::cases(plan));
     cases.extend(gpu::cases(plan));
     cases.extend(text::cases(plan));
+    cases.extend(chaos::cases(plan));
     spread(&mut cases, cooldown::cases(plan));
     gate(plan, cases)
 }

@@ -3,6 +3,7 @@
 
 pub mod caching;
 mod catalog;
+pub mod chaos;
 pub mod conformance;
 pub mod cooldown;
 pub mod fallbacks;

@@ -11,8 +11,8 @@ pub enum Chaos {
     Unpause,
     /// Gone at once, no shutdown (SIGKILL).
     Kill,
-    /// Stopped and started again as it was; a container comes back on a new host port, which
-    /// the stack re-reads.
+    /// Stopped and started again as it was, on the same address (a container keeps the host
+    /// port it was given); the stack re-reads it all the same.
     Restart,
     /// Off the stack's network: peers get no route to it (containers only).
     Disconnect,

@@ -202,12 +202,16 @@ impl Containers {
             .ok_or_else(|| RunError::stack(format!("service '{service}': no image prepared")))?;
         let cname = format!("gauntlet-{}-{service}", self.run);
         let port_key = format!("{port}/tcp");
+        // A host port of its own, not the engine's pick: the engine picks again on every
+        // restart, and every client holding the old address (a case's endpoints, the run's
+        // cooldown drain) would then reach nothing after a chaos restart.
+        let host_port = crate::stack::free_port()?;
         let mut host = HostConfig {
             port_bindings: Some(HashMap::from([(
                 port_key.clone(),
                 Some(vec![PortBinding {
                     host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(String::new()),
+                    host_port: Some(host_port.to_string()),
                 }]),
             )])),
             binds: Some(vec![format!("{}:{FILES_INSIDE}:ro", self.files.display())]),

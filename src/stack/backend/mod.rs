@@ -116,6 +116,16 @@ impl Backend {
         }
     }
 
+    /// `${gauntlet}`: this gauntlet binary, on the host or inside the gauntlet image (a
+    /// service of gauntlet's own that must be a process of its own: a fault proxy that
+    /// chaos can pause).
+    pub fn gauntlet(&self) -> Result<String, RunError> {
+        match self {
+            Self::Process(_) => Ok(super::image::gauntlet_binary()?.display().to_string()),
+            Self::Docker(_) => Ok(super::image::GAUNTLET_BIN.to_owned()),
+        }
+    }
+
     pub async fn launch(&mut self, l: Launch<'_>, log: &Path) -> anyhow::Result<Launched> {
         match self {
             Self::Process(p) => Ok(p.launch(&l, log)?),

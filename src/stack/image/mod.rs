@@ -42,5 +42,5 @@ pub use build::{BUILD_TIMEOUT, PULL_TIMEOUT};
 pub use cli::{ImagesArgs, ImagesCommand, images_cli};
 pub use ensure::{Ready, ensure};
 pub use litellm::LITELLM_BIN;
-pub use scratch::GAUNTLET_BIN;
+pub use scratch::{GAUNTLET_BIN, gauntlet_binary};
 pub use spec::{ImageSpec, Pinned, Recipe};

@@ -43,7 +43,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, RunError> + S
 /// The binary to put in the image: `GAUNTLET_BIN`; else this process when it is gauntlet;
 /// else the `gauntlet` next to this process or one folder up (a cargo test binary runs from
 /// `target/<profile>/deps/`, gauntlet is in `target/<profile>/`).
-fn gauntlet_binary() -> Result<PathBuf, RunError> {
+pub fn gauntlet_binary() -> Result<PathBuf, RunError> {
     if let Some(bin) = std::env::var_os("GAUNTLET_BIN").filter(|b| !b.is_empty()) {
         let bin = PathBuf::from(bin);
         return if bin.is_file() {
