@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::account::Account;
-use super::traffic::{INTERVAL, PER_MINUTE, Traffic, until_steady};
+use super::traffic::{INTERVAL, Traffic, request_bound, steady_group, until_steady};
 use crate::runner::context::Ctx;
 use crate::runner::registry::{Case, Plan};
 use crate::stack::Chaos;
@@ -16,14 +16,7 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
     let Some(redis) = plan.manifest.service_with(Role::Redis).map(str::to_owned) else {
         return Vec::new();
     };
-    let group = plan
-        .config
-        .groups()
-        .into_iter()
-        .find(|g| plan.config.traffic_gate(g, PER_MINUTE).is_none());
-    let none = group.is_none().then(|| {
-        format!("no chat group takes {PER_MINUTE} requests a minute (rpm/tpm), the traffic a chaos case sends")
-    });
+    let group = steady_group(plan);
     let g = group.clone().unwrap_or_default();
     let service = redis.clone();
     let cache = plan.config.cache;
@@ -40,8 +33,8 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
         })
         .needs(&[Role::Redis, Role::Simulator])
         .hurts(&[redis])
-        .uses(&group.into_iter().collect::<Vec<_>>())
-        .ignore_if(none)
+        .uses(&group.iter().collect::<Vec<_>>())
+        .ignore_if(group.err())
         .cost(8.0 + if cache { breaker_s } else { 0.0 }),
     ]
 }
@@ -122,16 +115,4 @@ async fn shared_state_back(c: &Ctx, redis: &str, bound: Duration) -> anyhow::Res
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// A request's bound: every attempt the router may make at the group's timeout, plus slack.
-pub(super) fn request_bound(c: &Ctx, group: &str) -> Duration {
-    let per_attempt = c
-        .config
-        .deployments_of(group)
-        .iter()
-        .map(|d| d.timeout.seconds)
-        .fold(0.0, f64::max);
-    let attempts = f64::from(c.config.num_retries + 1) * 2.0;
-    Duration::from_secs_f64((per_attempt * attempts).clamp(5.0, 60.0) + 5.0)
 }

@@ -10,8 +10,7 @@
 use std::time::Duration;
 
 use super::account::Account;
-use super::redis::request_bound;
-use super::traffic::{INTERVAL, PER_MINUTE, Shot, Traffic, until_steady};
+use super::traffic::{INTERVAL, PER_MINUTE, Shot, Traffic, request_bound, until_steady};
 use crate::config::RouterConfig;
 use crate::proxy::{ProxyClient, Toxic};
 use crate::runner::context::Ctx;
@@ -450,59 +449,36 @@ mod tests {
         assert_eq!(recovery_bound(&cfg, &found[0]), Duration::from_secs(10));
     }
 
+    /// A group of two deployments, a (order 1) through `via_a` and b (order 2) through `via_b`.
+    fn pair(via_a: &str, via_b: &str, router_settings: &str) -> RouterConfig {
+        let text = format!(
+            r#"
+model_list:
+  - model_name: g
+    litellm_params: {{model: openai/x, api_base: "${{{via_a}.url}}/d/a/v1", order: 1}}
+    model_info: {{id: a}}
+  - model_name: g
+    litellm_params: {{model: openai/x, api_base: "${{{via_b}.url}}/d/b/v1", order: 2}}
+    model_info: {{id: b}}
+router_settings: {{allowed_fails: 1, cooldown_time: 2{router_settings}}}
+"#
+        );
+        RouterConfig::parse("r.yaml", &text).unwrap()
+    }
+
     #[test]
     fn groups_on_the_simulator_itself_or_without_a_standby_have_no_region() {
         let (_, m) = default_stack();
-        // Both regions behind one service: nowhere to fail over to.
-        let one = RouterConfig::parse(
-            "r.yaml",
-            r#"
-model_list:
-  - model_name: g
-    litellm_params: {model: openai/x, api_base: "${geo_a.url}/d/a/v1", order: 1}
-    model_info: {id: a}
-  - model_name: g
-    litellm_params: {model: openai/x, api_base: "${geo_a.url}/d/b/v1", order: 2}
-    model_info: {id: b}
-router_settings: {allowed_fails: 1, cooldown_time: 2}
-"#,
-        )
-        .unwrap();
-        assert!(regional(&one, &m).is_empty());
-        // Straight to the simulator (a builtin: nothing of its own to kill).
-        let sim = RouterConfig::parse(
-            "r.yaml",
-            r#"
-model_list:
-  - model_name: g
-    litellm_params: {model: openai/x, api_base: "${sim.url}/d/a/v1", order: 1}
-    model_info: {id: a}
-  - model_name: g
-    litellm_params: {model: openai/x, api_base: "${geo_b.url}/d/b/v1", order: 2}
-    model_info: {id: b}
-router_settings: {allowed_fails: 1, cooldown_time: 2}
-"#,
-        )
-        .unwrap();
-        assert!(
-            regional(&sim, &m).is_empty(),
-            "the serving deployment is on the simulator itself"
+        assert_eq!(
+            regional(&pair("geo_a", "geo_b", ""), &m).len(),
+            1,
+            "the shape itself has a region"
         );
+        // Both behind one service: nowhere to fail over to.
+        assert!(regional(&pair("geo_a", "geo_a", ""), &m).is_empty());
+        // The serving deployment straight on the simulator (a builtin: nothing of its own to kill).
+        assert!(regional(&pair("sim", "geo_b", ""), &m).is_empty());
         // Cooldowns off: LiteLLM would keep sending to the dead region.
-        let off = RouterConfig::parse(
-            "r.yaml",
-            r#"
-model_list:
-  - model_name: g
-    litellm_params: {model: openai/x, api_base: "${geo_a.url}/d/a/v1", order: 1}
-    model_info: {id: a}
-  - model_name: g
-    litellm_params: {model: openai/x, api_base: "${geo_b.url}/d/b/v1", order: 2}
-    model_info: {id: b}
-router_settings: {allowed_fails: 1, cooldown_time: 2, disable_cooldowns: true}
-"#,
-        )
-        .unwrap();
-        assert!(regional(&off, &m).is_empty());
+        assert!(regional(&pair("geo_a", "geo_b", ", disable_cooldowns: true"), &m).is_empty());
     }
 }

@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use super::account::Account;
-use super::redis::request_bound;
-use super::traffic::{INTERVAL, PER_MINUTE, Traffic, until_steady};
+use super::traffic::{INTERVAL, Traffic, request_bound, steady_group, until_steady};
 use crate::client::RouterClient;
 use crate::runner::context::Ctx;
 use crate::runner::registry::{Case, Plan};
@@ -29,16 +28,7 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
     let Some(second) = plan.manifest.service_with(Role::SecondRouter).map(str::to_owned) else {
         return Vec::new();
     };
-    let group = plan
-        .config
-        .groups()
-        .into_iter()
-        .find(|g| plan.config.traffic_gate(g, PER_MINUTE).is_none() && !sims_of(&plan.config, g).is_empty());
-    let none = group.is_none().then(|| {
-        format!(
-            "no chat group on the simulator takes {PER_MINUTE} requests a minute (rpm/tpm), the traffic a chaos case sends"
-        )
-    });
+    let group = steady_group(plan);
     let g = group.clone().unwrap_or_default();
     let service = second.clone();
     vec![
@@ -47,8 +37,8 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
         })
         .needs(&[Role::SecondRouter, Role::Simulator])
         .hurts(&[second])
-        .uses(&group.into_iter().collect::<Vec<_>>())
-        .ignore_if(none)
+        .uses(&group.iter().collect::<Vec<_>>())
+        .ignore_if(group.err())
         .cost(12.0),
     ]
 }

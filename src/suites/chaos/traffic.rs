@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::client::RouterClient;
+use crate::runner::context::Ctx;
+use crate::runner::registry::Plan;
+use crate::suites::support::sims_of;
 
 /// How a request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,4 +217,31 @@ pub async fn until_steady(
         }
         tokio::time::sleep(INTERVAL / 2).await;
     }
+}
+
+/// The group a chaos case sends its traffic to: the first chat group on the simulator that
+/// takes [`PER_MINUTE`], else why there is none (the case is then ignored with it).
+pub fn steady_group(plan: &Plan) -> Result<String, String> {
+    let cfg = &plan.config;
+    cfg.groups()
+        .into_iter()
+        .find(|g| cfg.traffic_gate(g, PER_MINUTE).is_none() && !sims_of(cfg, g).is_empty())
+        .ok_or_else(|| {
+            format!(
+                "no chat group on the simulator takes {PER_MINUTE} requests a minute (rpm/tpm), the traffic a \
+                 chaos case sends"
+            )
+        })
+}
+
+/// A request's bound: every attempt the router may make at the group's timeout, plus slack.
+pub fn request_bound(c: &Ctx, group: &str) -> Duration {
+    let per_attempt = c
+        .config
+        .deployments_of(group)
+        .iter()
+        .map(|d| d.timeout.seconds)
+        .fold(0.0, f64::max);
+    let attempts = f64::from(c.config.num_retries + 1) * 2.0;
+    Duration::from_secs_f64((per_attempt * attempts).clamp(5.0, 60.0) + 5.0)
 }
