@@ -10,7 +10,9 @@
 //! - `chaos::region::<group>::<service>::<fault>`: a group whose deployments reach the
 //!   simulator through services of their own (regions, each behind a gauntlet fault proxy):
 //!   region A refused (killed), black-holed (the proxy's timeout toxic), slow (latency past the
-//!   deployment's timeout), paused (SIGSTOP / `docker pause`), reset (every connection reset)
+//!   deployment's timeout), paused (SIGSTOP / `docker pause`), reset (every connection reset),
+//!   truncated (answers cut), partitioned (`docker network disconnect`; for processes, the
+//!   proxy holding every byte both ways)
 //!   → traffic moves to the other region within a bound from the config (failures to cool down
 //!   × the deployment's timeout, plus slack), and returns once the fault is healed and the
 //!   cooldown over; failover and recovery times and requests lost are reported

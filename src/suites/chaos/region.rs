@@ -15,9 +15,9 @@ use crate::config::RouterConfig;
 use crate::proxy::{ProxyClient, Toxic};
 use crate::runner::context::Ctx;
 use crate::runner::registry::{Case, Plan};
-use crate::stack::Chaos;
 use crate::stack::manifest::Manifest;
 use crate::stack::role::Role;
+use crate::stack::{BackendKind, Chaos};
 
 /// Added to every bound read from the config: scheduling on a busy 2-core box, the router's
 /// retry delay, the traffic's own interval.
@@ -41,16 +41,21 @@ pub enum Outage {
     Reset,
     /// Answers cut after their first bytes (limit_data toxic).
     Truncated,
+    /// Cut off from the network: containers disconnected from the stack's network (no route,
+    /// connects unanswered); local processes share the host's network, so there the proxy holds
+    /// every byte both ways (the timeout toxic up- and downstream).
+    Partitioned,
 }
 
 impl Outage {
-    pub const ALL: [Outage; 6] = [
+    pub const ALL: [Outage; 7] = [
         Outage::Refused,
         Outage::Paused,
         Outage::BlackHoled,
         Outage::Slow,
         Outage::Reset,
         Outage::Truncated,
+        Outage::Partitioned,
     ];
 
     fn name(self) -> &'static str {
@@ -61,47 +66,57 @@ impl Outage {
             Outage::Slow => "slow",
             Outage::Reset => "reset",
             Outage::Truncated => "truncated",
+            Outage::Partitioned => "partitioned",
         }
     }
 
-    /// The toxic standing for it, for the outages a proxy makes.
-    fn toxic(self, timeout: Duration) -> Option<Toxic> {
+    /// The toxics standing for it, for the outages a proxy makes.
+    fn toxics(self, timeout: Duration) -> Vec<Toxic> {
         let name = format!("outage-{}", self.name());
+        let slow = (timeout + Duration::from_secs(1)).as_millis() as u64;
         match self {
-            Outage::Refused | Outage::Paused => None,
-            Outage::BlackHoled => Some(Toxic::timeout(name, 0)),
-            Outage::Slow => Some(Toxic::latency(
-                name,
-                (timeout + Duration::from_secs(1)).as_millis() as u64,
-                0,
-            )),
-            Outage::Reset => Some(Toxic::reset_peer(name, 0)),
-            Outage::Truncated => Some(Toxic::limit_data(name, 64)),
+            Outage::Refused | Outage::Paused => Vec::new(),
+            Outage::BlackHoled => vec![Toxic::timeout(name, 0)],
+            Outage::Slow => vec![Toxic::latency(name, slow, 0)],
+            Outage::Reset => vec![Toxic::reset_peer(name, 0)],
+            Outage::Truncated => vec![Toxic::limit_data(name, 64)],
+            Outage::Partitioned => vec![
+                Toxic::timeout(format!("{name}-down"), 0),
+                Toxic::timeout(format!("{name}-up"), 0).upstream(),
+            ],
+        }
+    }
+
+    /// Done by the backend rather than the proxy (a kill, a pause, a disconnect), and its heal.
+    fn by_backend(self, backend: BackendKind) -> Option<(Chaos, Chaos)> {
+        match self {
+            Outage::Refused => Some((Chaos::Kill, Chaos::Restart)),
+            Outage::Paused => Some((Chaos::Pause, Chaos::Unpause)),
+            Outage::Partitioned if backend == BackendKind::Docker => Some((Chaos::Disconnect, Chaos::Connect)),
+            _ => None,
         }
     }
 
     async fn apply(self, r: &Region<'_>) -> anyhow::Result<()> {
-        match self {
-            Outage::Refused => drop(r.control.hurt(r.service, Chaos::Kill).await?),
-            Outage::Paused => drop(r.control.hurt(r.service, Chaos::Pause).await?),
-            _ => {
-                r.proxy()
-                    .await?
-                    .add(&self.toxic(r.timeout).expect("a proxy outage"))
-                    .await?
+        match self.by_backend(r.backend) {
+            Some((hurt, _)) => drop(r.control.hurt(r.service, hurt).await?),
+            None => {
+                let proxy = r.proxy().await?;
+                for t in self.toxics(r.timeout) {
+                    proxy.add(&t).await?;
+                }
             }
         }
         Ok(())
     }
 
     async fn heal(self, r: &Region<'_>) -> anyhow::Result<()> {
-        match self {
-            Outage::Refused => {
-                r.control.hurt(r.service, Chaos::Restart).await?;
+        match self.by_backend(r.backend) {
+            Some((_, heal)) => {
+                r.control.hurt(r.service, heal).await?;
                 r.control.wait_healthy(r.service, Duration::from_secs(30)).await?;
             }
-            Outage::Paused => drop(r.control.hurt(r.service, Chaos::Unpause).await?),
-            _ => r.proxy().await?.clear().await?,
+            None => r.proxy().await?.clear().await?,
         }
         Ok(())
     }
@@ -164,6 +179,7 @@ struct Region<'a> {
     control: &'a crate::stack::Control,
     service: &'a str,
     timeout: Duration,
+    backend: BackendKind,
 }
 
 impl Region<'_> {
@@ -187,6 +203,10 @@ struct Regional {
     service: String,
     /// Deployments behind it (model_info.id).
     inside: Vec<String>,
+    /// How long the router keeps a name's address (`AIOHTTP_TTL_DNS_CACHE` in its environment,
+    /// LiteLLM's default 300 s): a container restarted on a new address is unreachable to the
+    /// router until then.
+    dns_ttl_s: f64,
 }
 
 /// Groups with regions: two or more deployments, LiteLLM able to cool one down (how traffic
@@ -194,6 +214,11 @@ struct Regional {
 /// simulator itself (a proxy the case can hurt), and another deployment outside it.
 fn regional(cfg: &RouterConfig, m: &Manifest) -> Vec<Regional> {
     let sim = m.service_with(Role::Simulator);
+    let dns_ttl_s = m.services[&m.stack.router]
+        .env
+        .get("AIOHTTP_TTL_DNS_CACHE")
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(300.0);
     let hurtable = |s: &str| Some(s) != sim && m.services.get(s).is_some_and(|spec| spec.builtin.is_none());
     let mut out = Vec::new();
     for group in cfg.groups() {
@@ -221,6 +246,7 @@ fn regional(cfg: &RouterConfig, m: &Manifest) -> Vec<Regional> {
                     group: group.clone(),
                     service: service.to_owned(),
                     inside,
+                    dns_ttl_s,
                 });
             }
         }
@@ -255,6 +281,12 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
     out
 }
 
+/// Whether healing `outage` can give the region a new address (on Docker: a container
+/// restarted or reconnected may get another IP on the stack's network).
+fn region_moves(outage: Outage) -> bool {
+    matches!(outage, Outage::Refused | Outage::Partitioned)
+}
+
 /// How the config bounds a failover: every failure LiteLLM needs before it cools the
 /// deployment down, each an attempt (and its retries) at the deployment's timeout.
 fn failover_bound(cfg: &RouterConfig, r: &Regional) -> Duration {
@@ -265,12 +297,16 @@ fn failover_bound(cfg: &RouterConfig, r: &Regional) -> Duration {
 }
 
 /// How the config bounds a recovery: a request in flight at the heal can still fail (one
-/// timeout), restarting the cooldown; then the cooldown, then the router's Redis read.
-fn recovery_bound(cfg: &RouterConfig, r: &Regional) -> Duration {
+/// timeout), restarting the cooldown; then the cooldown, then the router's Redis read; and,
+/// where a heal can move the region to a new address (a container restarted or reconnected),
+/// the router's DNS cache.
+fn recovery_bound(cfg: &RouterConfig, r: &Regional, moves: bool) -> Duration {
     let d = cfg.deployment(&r.inside[0]);
     let timeout = d.map(|d| d.timeout.seconds).unwrap_or(0.0);
     let cooldown = d.map(|d| d.cooldown_s).unwrap_or(0.0);
-    Duration::from_secs_f64(timeout * f64::from(cfg.num_retries + 1) + cooldown + cfg.redis_read_interval_s) + SLACK
+    let dns = if moves { r.dns_ttl_s } else { 0.0 };
+    Duration::from_secs_f64(timeout * f64::from(cfg.num_retries + 1) + cooldown + cfg.redis_read_interval_s + dns)
+        + SLACK
 }
 
 async fn region_down(c: Ctx, r: Regional, outage: Outage) -> anyhow::Result<()> {
@@ -285,8 +321,10 @@ async fn region_down(c: Ctx, r: Regional, outage: Outage) -> anyhow::Result<()> 
         control: &control,
         service: &r.service,
         timeout,
+        backend: c.endpoints.backend,
     };
-    let (over, back) = (failover_bound(&c.config, &r), recovery_bound(&c.config, &r));
+    let moves = region.backend == BackendKind::Docker && region_moves(outage);
+    let (over, back) = (failover_bound(&c.config, &r), recovery_bound(&c.config, &r, moves));
     let inside = |s: &Shot| s.served_by().is_some_and(|d| r.inside.iter().any(|i| i == d));
     // Failed over: served by another region without first waiting out the dead one's timeout
     // (a request retried onto the other region after its timeout is served, but late).
@@ -370,6 +408,7 @@ async fn rides_out(c: Ctx, r: Regional, weather: Weather) -> anyhow::Result<()> 
         control: &control,
         service: &r.service,
         timeout: Duration::ZERO,
+        backend: c.endpoints.backend,
     };
     let inside = |s: &Shot| s.served_by().is_some_and(|d| r.inside.iter().any(|i| i == d));
     let body = c.chat_body(&r.group, c.tag(), "steady traffic through bad weather");
@@ -446,7 +485,9 @@ mod tests {
         assert_eq!(found[0].inside, ["geo-a"]);
         // Bounds from the config: 2 failures × 2 s × 2 attempts + 3 s; 2 s × 2 + 2 s + 1 s + 3 s.
         assert_eq!(failover_bound(&cfg, &found[0]), Duration::from_secs(11));
-        assert_eq!(recovery_bound(&cfg, &found[0]), Duration::from_secs(10));
+        assert_eq!(recovery_bound(&cfg, &found[0], false), Duration::from_secs(10));
+        // A heal that can move the region adds the router's DNS cache (1 s in the manifest).
+        assert_eq!(recovery_bound(&cfg, &found[0], true), Duration::from_secs(11));
     }
 
     /// A group of two deployments, a (order 1) through `via_a` and b (order 2) through `via_b`.
