@@ -35,7 +35,7 @@ pub fn cases(plan: &Plan) -> Vec<Case> {
         .hurts(&[redis])
         .uses(&group.iter().collect::<Vec<_>>())
         .ignore_if(group.err())
-        .cost(8.0 + if cache { breaker_s } else { 0.0 }),
+        .cost(8.0 + plan.config.redis_read_interval_s + if cache { breaker_s } else { 0.0 }),
     ]
 }
 
@@ -53,7 +53,22 @@ async fn killed_and_restarted(c: Ctx, group: String, redis: String, breaker_s: O
         let heal_at = traffic.now();
         control.hurt(&redis, Chaos::Restart).await?;
         let healthy = control.wait_healthy(&redis, Duration::from_secs(30)).await?;
+        // Traffic through every router on this Redis for one of its Redis read intervals: a
+        // router's first read after the restart fails on a pooled connection that died with
+        // Redis, and it reads again only an interval later (seen: a second router idle through
+        // the outage missed a shared cooldown for 10 s in the next case). Each router makes
+        // that failed read here, before the case lets Redis go.
+        let second = c.second_router().ok().map(|r| {
+            let body = c.chat_body(&group, c.tag(), "steady traffic through the second router");
+            Traffic::start(r, body, INTERVAL, timeout)
+        });
+        let interval = Duration::from_secs_f64(c.config.redis_read_interval_s + 1.0);
+        tokio::time::sleep(interval).await;
         until_steady(&traffic, 10, Duration::from_secs(30), |_| true).await?;
+        if let Some(t) = second {
+            until_steady(&t, 5, Duration::from_secs(30), |_| true).await?;
+            t.stop().await;
+        }
         anyhow::Ok((fault_at, heal_at, healthy))
     }
     .await;
@@ -79,15 +94,28 @@ async fn killed_and_restarted(c: Ctx, group: String, redis: String, breaker_s: O
     anyhow::ensure!(settled.is_some(), "traffic did not settle after Redis came back: {a}");
     if let Some(breaker_s) = breaker_s {
         let bound = Duration::from_secs_f64(breaker_s) + Duration::from_secs(10);
-        let back = shared_state_back(&c, &redis, bound).await?;
+        // Every router on this Redis: one idle through the outage keeps dead connections in
+        // its pool, and its first Redis read after the restart fails on one (seen: a second
+        // router missed a shared cooldown for one more read interval, 10 s).
+        let mut routers = vec![c.clone()];
+        if let Ok(second) = c.second_router() {
+            let mut other = c.clone();
+            other.router = second;
+            routers.push(other);
+        }
+        let mut back = Duration::ZERO;
+        for r in &routers {
+            back = back.max(shared_state_back(r, &redis, bound).await?);
+        }
         c.observe("shared_state_back_s", back.as_secs_f64());
     }
     Ok(())
 }
 
-/// Waits (bounded) until the router writes its cache to the new Redis again: a reply cached
-/// now, found under its key in Redis. A hit alone proves nothing — LiteLLM serves hits from
-/// its in-process layer, and keeps doing so while its Redis circuit breaker is open.
+/// Waits (bounded) until `c.router` writes its cache to the new Redis again: three replies in
+/// a row cached now, each found under its key in Redis (each pooled connection that died with
+/// Redis fails once before the router reconnects). A hit alone proves nothing — LiteLLM serves
+/// hits from its in-process layer, and keeps doing so while its Redis circuit breaker is open.
 async fn shared_state_back(c: &Ctx, redis: &str, bound: Duration) -> anyhow::Result<Duration> {
     let url = c
         .endpoints
@@ -96,6 +124,7 @@ async fn shared_state_back(c: &Ctx, redis: &str, bound: Duration) -> anyhow::Res
         .to_owned();
     let t0 = std::time::Instant::now();
     let mut attempt = 0;
+    let mut in_a_row = 0;
     loop {
         attempt += 1;
         let body = crate::suites::caching::cached_body(c, &format!("cached once redis is back, try {attempt}"))?;
@@ -105,12 +134,18 @@ async fn shared_state_back(c: &Ctx, redis: &str, bound: Duration) -> anyhow::Res
             .cache_key
             .ok_or_else(|| anyhow::anyhow!("{}: the cache hit carries no x-litellm-cache-key", hit.url))?;
         if crate::stack::health::redis_pttl(&url, &key).await? != -2 {
-            return Ok(t0.elapsed());
+            in_a_row += 1;
+            if in_a_row == 3 {
+                return Ok(t0.elapsed());
+            }
+            continue;
         }
+        in_a_row = 0;
         anyhow::ensure!(
             t0.elapsed() < bound,
-            "the router's cache did not reach Redis again within {:.0}s of its restart (LiteLLM's Redis \
+            "{}: the router's cache did not reach Redis again within {:.0}s of its restart (LiteLLM's Redis \
              circuit breaker: REDIS_CIRCUIT_BREAKER_RECOVERY_TIMEOUT in the router's environment)",
+            c.router.base,
             bound.as_secs_f64()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
