@@ -4,6 +4,7 @@
 //! - `profile`: the load shapes (closed and open loop, sweep) and the open loop's schedule
 //! - `prompt`: synthetic prompts of exact token lengths, or a JSONL file; bodies built once
 //! - `transport`: one request on the wire, read as it arrives
+//! - `wire`: the plain-HTTP/1.1 connection the transport uses (one `writev`, heads parsed in place)
 //! - `sample`: what a request came to (timings, or an error class)
 //! - `engine`: one point: dispatch, bounds, warm-up, the error budget
 //! - `report`: HDR histograms and counts per point; vLLM bench's JSON names; shard merging
@@ -26,6 +27,7 @@ pub mod report;
 pub mod run;
 pub mod sample;
 pub mod transport;
+pub mod wire;
 
 pub use args::{LoadArgs, LoadCli, LoadCommand};
 pub use report::Report;

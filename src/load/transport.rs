@@ -1,19 +1,17 @@
 //! Sending one request and reading its answer as it arrives. Plain `http://` targets get
-//! HTTP/1.1 connections of their own (hyper's connection API: one socket per in-flight
-//! request, kept alive and reused, no pool lock on the way), so the generator costs about
-//! what `wrk` costs and the numbers are the server's; `https://` targets go through reqwest.
+//! HTTP/1.1 connections of their own (`wire`: one socket per in-flight request, kept alive
+//! and reused), so the generator costs about what `wrk` costs and the numbers are the
+//! server's; `https://` targets go through reqwest.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
-use hyper_util::rt::TokioIo;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 
 use super::sample::{ErrorClass, Reading, Success};
+use super::wire::{Conn, WireError};
 use crate::error::RunError;
 
 /// LiteLLM's own account of the time it added to a request.
@@ -30,9 +28,9 @@ pub struct Transport {
 enum Kind {
     Plain {
         addr: SocketAddr,
-        host: HeaderValue,
+        host: String,
         path: String,
-        idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+        idle: Mutex<Vec<Conn>>,
     },
     Tls(reqwest::Client),
 }
@@ -80,10 +78,12 @@ impl Transport {
                     Some(q) => format!("{}?{q}", parsed.path()),
                     None => parsed.path().to_owned(),
                 };
+                if authority.bytes().any(|b| b.is_ascii_control() || b == b' ') || path.contains(' ') {
+                    return Err(RunError::usage(format!("--url {base:?}: bad host or path")));
+                }
                 Kind::Plain {
                     addr,
-                    host: HeaderValue::from_str(&authority)
-                        .map_err(|_| RunError::usage(format!("--url {base:?}: bad host")))?,
+                    host: authority,
                     path,
                     idle: Mutex::new(Vec::new()),
                 }
@@ -133,46 +133,25 @@ impl Transport {
     async fn send(&self, body: &Bytes, intended: Instant, stream: bool) -> Result<(Reading, Instant), ErrorClass> {
         match &self.kind {
             Kind::Plain { addr, host, path, idle } => {
-                let mut tx = match take_idle(idle) {
-                    Some(tx) => tx,
-                    None => connect(*addr).await?,
+                let auth = self.key.as_ref().and_then(|k| k.to_str().ok());
+                let (mut conn, head) = match take_idle(idle) {
+                    Some(mut conn) => match conn.request(path, host, auth, body).await {
+                        Ok(head) => (conn, head),
+                        // A kept-alive socket the server closed meanwhile: one fresh try.
+                        Err(WireError::BeforeAnswer) => fresh(*addr, path, host, auth, body).await?,
+                        Err(e) => return Err(class(e)),
+                    },
+                    None => fresh(*addr, path, host, auth, body).await?,
                 };
-                let mut req = hyper::Request::post(path.as_str())
-                    .header(HOST, host.clone())
-                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                    .body(Full::new(body.clone()))
-                    .map_err(|_| ErrorClass::Connect)?;
-                if let Some(k) = &self.key {
-                    req.headers_mut().insert(AUTHORIZATION, k.clone());
-                }
-                let resp = match tx.send_request(req).await {
-                    Ok(r) => r,
-                    // A kept-alive socket the server closed meanwhile: one fresh try.
-                    Err(e) if e.is_canceled() || e.is_closed() || e.is_incomplete_message() => {
-                        tx = connect(*addr).await?;
-                        let mut again = hyper::Request::post(path.as_str())
-                            .header(HOST, host.clone())
-                            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                            .body(Full::new(body.clone()))
-                            .map_err(|_| ErrorClass::Connect)?;
-                        if let Some(k) = &self.key {
-                            again.headers_mut().insert(AUTHORIZATION, k.clone());
-                        }
-                        tx.send_request(again).await.map_err(|_| ErrorClass::Connect)?
-                    }
-                    Err(_) => return Err(ErrorClass::Connect),
-                };
-                let mut reading = Reading::new(intended, resp.status().as_u16(), stream, claimed(resp.headers()));
-                let mut b = resp.into_body();
-                while let Some(frame) = b.frame().await {
-                    let frame = frame.map_err(|_| ErrorClass::Incomplete)?;
-                    if let Ok(data) = frame.into_data() {
-                        reading.feed_bytes(data, Instant::now());
-                    }
-                }
+                let mut reading = Reading::new(intended, head.status, stream, head.claimed_overhead_ms);
+                conn.body(|data| reading.feed_bytes(data, Instant::now()))
+                    .await
+                    .map_err(class)?;
                 let at = Instant::now();
-                if let Ok(mut v) = idle.lock() {
-                    v.push(tx);
+                if conn.reusable()
+                    && let Ok(mut v) = idle.lock()
+                {
+                    v.push(conn);
                 }
                 Ok((reading, at))
             }
@@ -205,28 +184,29 @@ fn claimed(h: &hyper::HeaderMap) -> Option<f64> {
     h.get(OVERHEAD_HEADER)?.to_str().ok()?.trim().parse().ok()
 }
 
-fn take_idle(idle: &Mutex<Vec<SendRequest<Full<Bytes>>>>) -> Option<SendRequest<Full<Bytes>>> {
-    let mut v = idle.lock().ok()?;
-    while let Some(tx) = v.pop() {
-        if !tx.is_closed() {
-            return Some(tx);
-        }
-    }
-    None
+fn take_idle(idle: &Mutex<Vec<Conn>>) -> Option<Conn> {
+    idle.lock().ok()?.pop()
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, ErrorClass> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|_| ErrorClass::Connect)?;
-    let _ = tcp.set_nodelay(true);
-    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|_| ErrorClass::Connect)?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(tx)
+/// A request on a new connection.
+async fn fresh(
+    addr: SocketAddr,
+    path: &str,
+    host: &str,
+    auth: Option<&str>,
+    body: &[u8],
+) -> Result<(Conn, super::wire::Head), ErrorClass> {
+    let mut conn = Conn::connect(addr).await.map_err(|_| ErrorClass::Connect)?;
+    let head = conn.request(path, host, auth, body).await.map_err(class)?;
+    Ok((conn, head))
+}
+
+fn class(e: WireError) -> ErrorClass {
+    match e {
+        WireError::BeforeAnswer => ErrorClass::Connect,
+        WireError::Incomplete => ErrorClass::Incomplete,
+        WireError::Malformed => ErrorClass::Malformed,
+    }
 }
 
 #[cfg(test)]
