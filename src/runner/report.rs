@@ -29,6 +29,13 @@ pub struct CaseRecord {
     /// (`runner::locks`): the rest is what the case itself took (`runner::schedule` reads it).
     #[serde(skip_serializing_if = "is_zero")]
     pub lock_wait_s: f64,
+    /// When it started, from the run's start (absent for a case that never ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_s: Option<f64>,
+    /// What it held to itself while it ran: model groups it broke, `@service:<name>` for a
+    /// service it hurt. Cases holding the same thing run one after another.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -82,9 +89,47 @@ pub struct Summary {
     pub stack_digest: String,
     pub boot: Vec<BootTime>,
     pub totals: Totals,
+    /// The longest run of cases that had to go one after another: the least the cases could
+    /// take, whatever the threads (see [`Chain`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub longest_chain: Option<Chain>,
     pub cases: Vec<CaseRecord>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<PathBuf>,
+}
+
+/// Cases that held the same thing to themselves (a model group they broke, a service they
+/// hurt) and so ran one after another: their time together bounds the run's from below, so a
+/// run much longer than its boot plus its longest chain is waiting on something else.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Chain {
+    pub holds: String,
+    pub cases: usize,
+    /// Their own time added up (lock waits left out).
+    pub seconds: f64,
+}
+
+impl Chain {
+    /// The longest chain among `cases` that ran; `None` when no two cases held the same thing.
+    pub fn longest(cases: &[CaseRecord]) -> Option<Chain> {
+        let mut chains: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
+        for c in cases.iter().filter(|c| c.status != Status::Ignored) {
+            for h in &c.holds {
+                let e = chains.entry(h.as_str()).or_default();
+                e.0 += 1;
+                e.1 += (c.duration_s - c.lock_wait_s).max(0.0);
+            }
+        }
+        chains
+            .into_iter()
+            .filter(|(_, (n, _))| *n > 1)
+            .max_by(|a, b| a.1.1.total_cmp(&b.1.1))
+            .map(|(h, (n, secs))| Chain {
+                holds: h.to_owned(),
+                cases: n,
+                seconds: secs,
+            })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -274,6 +319,12 @@ pub fn print_terminal(s: &Summary, artifacts: &Path, color: bool) {
             .collect();
         out.push_str(&format!("stack ready: {}\n", boot.join(", ")));
     }
+    if let Some(c) = &s.longest_chain {
+        out.push_str(&format!(
+            "longest chain: {} cases holding {} one after another, {:.1}s of the {:.1}s run\n",
+            c.cases, c.holds, c.seconds, s.wall_time_s
+        ));
+    }
     let t = &s.totals;
     let line = format!(
         "{} passed, {} failed, {} ignored, {} filtered out in {:.1}s ({})",
@@ -305,6 +356,8 @@ mod tests {
             status,
             duration_s: 0.5,
             lock_wait_s: 0.0,
+            started_s: None,
+            holds: vec![],
             message: message.map(Into::into),
             output: vec!["INFO hello".into()],
             observations: vec![],
@@ -324,9 +377,43 @@ mod tests {
             stack_digest: "abc".into(),
             boot: vec![],
             totals: Summary::totals_of(&cases, 0),
+            longest_chain: None,
             cases,
             logs: vec![],
         }
+    }
+
+    #[test]
+    fn the_longest_chain_adds_up_the_own_time_of_the_cases_holding_one_thing() {
+        let case = |name: &str, holds: &[&str], d: f64, wait: f64, status| CaseRecord {
+            name: name.into(),
+            suite: "s".into(),
+            status,
+            duration_s: d,
+            lock_wait_s: wait,
+            started_s: None,
+            holds: holds.iter().map(|h| h.to_string()).collect(),
+            message: None,
+            output: vec![],
+            observations: vec![],
+        };
+        let cases = vec![
+            case("a", &["g1"], 5.0, 0.0, Status::Passed),
+            case("b", &["g1", "@service:x"], 4.0, 3.0, Status::Failed),
+            case("c", &["g2"], 9.0, 0.0, Status::Passed),
+            case("d", &["@service:x"], 2.0, 0.0, Status::Passed),
+            case("e", &["g2"], 0.0, 0.0, Status::Ignored),
+        ];
+        // g1: 5 + (4-3); g2 is one case that ran (no chain); @service:x: 1 + 2.
+        assert_eq!(
+            Chain::longest(&cases),
+            Some(Chain {
+                holds: "g1".into(),
+                cases: 2,
+                seconds: 6.0
+            })
+        );
+        assert_eq!(Chain::longest(&cases[2..3]), None);
     }
 
     #[test]

@@ -190,6 +190,7 @@ fn run(mut args: Arguments) -> anyhow::Result<ExitCode> {
         locks,
         rt: rt.handle().clone(),
         control: stack.clone(),
+        started,
     });
 
     let conclusion = libtest_mimic::run(&args, trials);
@@ -220,6 +221,7 @@ fn run(mut args: Arguments) -> anyhow::Result<ExitCode> {
             })
             .collect(),
         totals: Default::default(),
+        longest_chain: None,
         cases: with_ignored(records, &cases, &args),
         logs,
     };
@@ -249,6 +251,8 @@ fn with_ignored(mut records: Vec<CaseRecord>, cases: &[Case], args: &Arguments) 
                 status: Status::Ignored,
                 duration_s: 0.0,
                 lock_wait_s: 0.0,
+                started_s: None,
+                holds: vec![],
                 message: c.ignored.clone(),
                 output: vec![],
                 observations: vec![],
@@ -269,6 +273,7 @@ fn write_reports(
     billed: &[crate::ledger::book::Entry],
 ) {
     summary.totals = Summary::totals_of(&summary.cases, filtered_out);
+    summary.longest_chain = report::Chain::longest(&summary.cases);
     if let Err(e) = report::write_files(artifacts, &summary) {
         eprintln!("gauntlet: could not write reports to {}: {e}", artifacts.display());
     }

@@ -26,6 +26,8 @@ pub struct Live {
     pub rt: tokio::runtime::Handle,
     /// The stack, when this run started it: what the chaos cases hurt.
     pub control: Option<crate::stack::Control>,
+    /// When the run began: case records say when each case started from it.
+    pub started: Instant,
 }
 
 /// Waits until no deployment of `groups` is cooling down (see `runner::locks`).
@@ -68,6 +70,8 @@ pub fn trial(case: &Case, shared: &Arc<OnceLock<Live>>, recorder: &Arc<Recorder>
         let buf = Buffer::default();
         let results = Arc::new(super::context::CaseResults::default());
         let mut lock_wait = std::time::Duration::ZERO;
+        let mut holds = Vec::new();
+        let started_s = shared.get().map(|s| t0.duration_since(s.started).as_secs_f64());
         let result: Result<(), String> = match shared.get() {
             None => Err("the stack was not started for this case (internal error)".into()),
             Some(s) => {
@@ -82,6 +86,7 @@ pub fn trial(case: &Case, shared: &Arc<OnceLock<Live>>, recorder: &Arc<Recorder>
                 .with_control(s.control.clone());
                 let span = capture::case_span(&name, &buf);
                 let claims = claims.resolve(|g| s.config.can_cool_down(g));
+                holds = claims.owns.clone();
                 let waited = Instant::now();
                 match s.locks.acquire(&claims) {
                     Err(e) => Err(format!("{e:#}")),
@@ -119,6 +124,8 @@ pub fn trial(case: &Case, shared: &Arc<OnceLock<Live>>, recorder: &Arc<Recorder>
                 status: if result.is_ok() { Status::Passed } else { Status::Failed },
                 duration_s: t0.elapsed().as_secs_f64(),
                 lock_wait_s: lock_wait.as_secs_f64(),
+                started_s,
+                holds,
                 message: message.clone(),
                 output: buf.lines(),
                 observations,
