@@ -1,200 +1,118 @@
-# LiteLLM pinned to 1.100.5, the version stack/litellm/requirements.lock installs outside Nix.
+# LiteLLM 1.100.5's proxy environment from the same lock as pip: stack/litellm/requirements.lock.
 #
-# nixpkgs' python3Packages.litellm is another version, so it is overridden here. 1.100.5 is no
-# longer pure Python: its sdist builds a Rust extension (litellm.rust_bridge._native) with
-# maturin 1.9.4 from litellm-rust/Cargo.lock, which would need a cargoDeps hash that cannot be
-# computed without Nix network access. So the override installs PyPI's prebuilt abi3 wheel for
-# the host platform instead (sha256 values below are PyPI's own, checked against the files).
+# One source of truth. nix/litellm-lock.json is generated from that lock by
+# nix/update-litellm-lock: for each locked package and each system, the one wheel pip would
+# install on Python 3.12 there, named by PyPI and hashed by the pip lock's own sha256. Nothing
+# here comes from nixpkgs' Python package set: no `pythonRelaxDeps`, no other versions. Three
+# checks keep the two locks one:
+#   - evaluation: the JSON records the sha256 of requirements.lock and this file refuses to
+#     evaluate when the lock changed since (below, `fresh`);
+#   - `cargo test` (and the flake's nextest check): every package, version and file of the JSON
+#     is the pip lock's, and every pip lock entry is in the JSON
+#     (stack::litellm::tests::the_nix_lock_holds_the_pip_locks_packages_versions_and_files);
+#   - `checks.litellm-lock`: the built environment's installed distributions, read back by
+#     importlib.metadata, equal the JSON's names and versions for this system.
 #
-# Refresh (new version): for each platform take the wheel's sha256 from
-#   https://pypi.org/simple/litellm/  (or `pip download --no-deps --only-binary :all:
-#   --platform <tag> litellm==X -d /tmp/w && sha256sum /tmp/w/*`)
-# and convert with `nix hash to-sri --type sha256 <hex>`.
+# The environment is a venv in the store: the wheels installed by `installer` (the PEP 427
+# installer nixpkgs itself uses), native extensions given their libraries by autoPatchelfHook.
 {
   lib,
   stdenv,
-  python3,
+  python312,
   fetchurl,
   autoPatchelfHook,
+  zlib,
+  runCommand,
+  root,
 }:
 let
-  version = "1.100.5";
-  ps = python3.pkgs;
+  python = python312;
+  lock = lib.importJSON ./litellm-lock.json;
+  system = stdenv.hostPlatform.system;
 
-  wheels = {
-    x86_64-linux = {
-      file = "litellm-${version}-cp310-abi3-manylinux_2_28_x86_64.whl";
-      url = "https://files.pythonhosted.org/packages/5e/3a/08baa2b0d2757627c4257a317026df11bdb06a881db67edb575d665ca643";
-      hash = "sha256-3UHOXZnELKO9bLV0jmp23jfRZzIG9GHvLfq7XTEpwEA=";
-    };
-    aarch64-linux = {
-      file = "litellm-${version}-cp310-abi3-manylinux_2_28_aarch64.whl";
-      url = "https://files.pythonhosted.org/packages/29/93/e017ec1c307f7c026a14915f831b7145b0b3f4f1c833d9a5afa402420cf2";
-      hash = "sha256-VRGmr3CwCXVOj6/C+K4TRmfZDLEN7197yxDGVsYC7Hc=";
-    };
-    x86_64-darwin = {
-      file = "litellm-${version}-cp310-abi3-macosx_10_12_x86_64.whl";
-      url = "https://files.pythonhosted.org/packages/87/b0/58d0d9435d010e2dea9e353278544e97102b5091ab6572074153ee85fa0c";
-      hash = "sha256-T89yldZYQFyTiHzfCPaJMrXP7dKVEWgEOF3zoku9rI4=";
-    };
-    aarch64-darwin = {
-      file = "litellm-${version}-cp310-abi3-macosx_11_0_arm64.whl";
-      url = "https://files.pythonhosted.org/packages/8e/54/0b83785afe480f799678ad46097cd48ef181bdab9dc4b4090cdfcc4885df";
-      hash = "sha256-q3dRwzmAO1iuBd2qiiEocsIh/hDQolR2N9MoXe1RwqA=";
-    };
-  };
-  # For reference (not used): the sdist, litellm-1.100.5.tar.gz,
-  # sha256-V92Xe4Lxgvf4IfkNO/h6SLhGnyJpy+SJhXmDUk2t7uQ=
-  # (hex 57dd977b82f182f7f821f90d3bf87a48b8469f2269cbe489857983524dadeee4).
+  pipLock = root + "/stack/litellm/requirements.lock";
+  fresh = builtins.hashFile "sha256" pipLock == lock.source_sha256;
 
-  wheel =
-    wheels.${stdenv.hostPlatform.system}
-      or (throw "litellm ${version}: no wheel pinned for ${stdenv.hostPlatform.system}");
-
-  # Exact pins from litellm 1.100.5's `proxy` extra; both are pure-Python wheels without deps.
-  pinnedWheel =
-    {
-      pname,
-      version,
-      file,
-      url,
-      hash,
-    }:
-    ps.buildPythonPackage {
-      inherit pname version;
-      format = "wheel";
-      src = fetchurl {
-        url = "${url}/${file}";
-        inherit hash;
+  needed = builtins.filter (p: p.systems ? ${system}) lock.packages;
+  pick =
+    p:
+    let
+      f = p.systems.${system};
+    in
+    if f ? missing then
+      throw "litellm: ${p.name}==${p.version} has no wheel for ${system} among the files the pip lock hashes (nix/litellm-lock.json)"
+    else
+      fetchurl {
+        inherit (f) url sha256;
+        name = f.file;
       };
-      doCheck = false;
-    };
+  wheels = map pick needed;
 
-  litellm-proxy-extras = pinnedWheel {
-    pname = "litellm-proxy-extras";
-    version = "0.4.91";
-    file = "litellm_proxy_extras-0.4.91-py3-none-any.whl";
-    url = "https://files.pythonhosted.org/packages/ea/4c/f07dd3f56daee27778b6d98c6a4c215739cc2b4b535d00bf8bbef9b10fc5";
-    hash = "sha256-0Z/lNZGwu9SK/yTLGhZrDGj/JJFGnO7IjqqDxqNkVi0=";
-  };
-  litellm-enterprise = pinnedWheel {
-    pname = "litellm-enterprise";
-    version = "0.1.62";
-    file = "litellm_enterprise-0.1.62-py3-none-any.whl";
-    url = "https://files.pythonhosted.org/packages/33/0c/b86801eb87540ac98559b8dd470761fdd901b329b9befc24ae11e55f6908";
-    hash = "sha256-M3aXFgiW1SB5KQ/+gFHD3uRQZT0nHLKXI69tuFRut9k=";
-  };
+  version = (lib.findFirst (p: p.name == "litellm") (throw "litellm: not in nix/litellm-lock.json") lock.packages).version;
 
-  # Requires-Dist of the 1.100.5 wheel (core, then the `proxy` extra), by nixpkgs attribute name.
-  # nixpkgs carries its own versions of these, not the ranges LiteLLM asks for; names nixpkgs
-  # lacks at the pinned revision are skipped and listed in passthru.missingDeps instead of
-  # failing evaluation. Check it with:
-  #   nix eval .#litellm.missingDeps
-  coreNames = [
-    "fastuuid"
-    "httpx"
-    "openai"
-    "python-dotenv"
-    "tiktoken"
-    "importlib-metadata"
-    "tokenizers"
-    "click"
-    "jinja2"
-    "aiohttp"
-    "pydantic"
-    "pydantic-settings"
-    "jsonschema"
-    "boto3"
-  ];
-  proxyNames = [
-    "gunicorn"
-    "uvicorn"
-    "granian"
-    "uvloop"
-    "fastapi"
-    "starlette"
-    "backoff"
-    "pyyaml"
-    "rq"
-    "orjson"
-    "hiredis"
-    "apscheduler"
-    "fastapi-sso"
-    "pyjwt"
-    "python-multipart"
-    "cryptography"
-    "pynacl"
-    "websockets"
-    "azure-identity"
-    "azure-storage-blob"
-    "mcp"
-    "restrictedpython"
-    "rich"
-    "inquirerpy"
-    "polars"
-    "soundfile"
-    "pyroscope-io"
-    "expression"
-    # Not a LiteLLM dependency, but its auth error handler imports it even without a
-    # database (stack/litellm/requirements.in says why): same as the pip lock.
-    "prisma"
-  ];
-  present = builtins.filter (n: ps ? ${n});
-  missingDeps = builtins.filter (n: !(ps ? ${n})) (coreNames ++ proxyNames);
-  resolve = names: map (n: ps.${n}) (present names);
-
-  proxyDeps = resolve proxyNames ++ [
-    litellm-proxy-extras
-    litellm-enterprise
-  ];
-in
-ps.litellm.overridePythonAttrs (old: {
-  inherit version;
-  pyproject = null;
-  format = "wheel";
-  src = fetchurl {
-    url = "${wheel.url}/${wheel.file}";
-    inherit (wheel) hash;
-  };
-
-  # The wheel is already built: nothing of nixpkgs' source build applies.
-  build-system = [ ];
-  postPatch = "";
-  # The abi3 extension links libgcc_s (checked with readelf on the x86_64 wheel).
-  nativeBuildInputs = (old.nativeBuildInputs or [ ]) ++ lib.optionals stdenv.hostPlatform.isLinux [ autoPatchelfHook ];
-  buildInputs = (old.buildInputs or [ ]) ++ lib.optionals stdenv.hostPlatform.isLinux [ stdenv.cc.cc.lib ];
-
-  # The proxy (`litellm --config ...`) is what gauntlet runs, so the proxy extra is installed.
-  dependencies = resolve coreNames ++ proxyDeps;
-  optional-dependencies = (old.optional-dependencies or { }) // {
-    proxy = proxyDeps;
-  };
-
-  # nixpkgs' versions do not meet every floor LiteLLM 1.100.5 declares (openai>=2.20,
-  # boto3>=1.43.1, aiohttp>=3.14.2, ...). Relax them rather than fail; the integration suites
-  # are what proves the combination works.
-  pythonRelaxDeps = true;
-  dontCheckRuntimeDeps = true;
-
-  # Upstream tests need network and provider keys.
-  doCheck = false;
-  # Importing litellm fetches the model price map from GitHub unless told not to.
-  env = (old.env or { }) // {
+  env = stdenv.mkDerivation {
+    pname = "litellm-proxy-env";
+    inherit version;
+    dontUnpack = true;
+    dontConfigure = true;
+    nativeBuildInputs = [ python ] ++ lib.optionals stdenv.hostPlatform.isLinux [ autoPatchelfHook ];
+    # What manylinux wheels expect from the system (libstdc++, libgcc_s, libz).
+    buildInputs = lib.optionals stdenv.hostPlatform.isLinux [
+      stdenv.cc.cc.lib
+      zlib
+    ];
+    # Wheels load these only for features the proxy does not use (GPU, audio codecs).
+    autoPatchelfIgnoreMissingDeps = [
+      "libcuda.so.1"
+      "libsndfile.so*"
+    ];
+    buildPhase = ''
+      runHook preBuild
+      ${python.interpreter} -m venv --without-pip $out
+      for w in ${lib.concatStringsSep " " wheels}; do
+        PYTHONPATH=${python.pkgs.installer}/${python.sitePackages} \
+          $out/bin/python -m installer --no-compile-bytecode "$w"
+      done
+      runHook postBuild
+    '';
+    dontInstall = true;
+    # Importing litellm fetches the model price map from GitHub unless told not to.
     LITELLM_LOCAL_MODEL_COST_MAP = "True";
+    doInstallCheck = true;
+    installCheckPhase = ''
+      $out/bin/python -c 'import litellm, litellm.proxy.proxy_server'
+      $out/bin/litellm --version
+    '';
+    passthru = {
+      inherit lock needed python;
+      # Names and versions this system's environment must hold, for checks.litellm-lock.
+      expected = map (p: "${p.name}==${p.version}") needed;
+    };
+    meta = {
+      description = "LiteLLM ${version} proxy environment, from gauntlet's hash-locked pip lock";
+      mainProgram = "litellm";
+      platforms = builtins.attrNames (builtins.head lock.packages).systems;
+    };
   };
-  pythonImportsCheck = [ "litellm" ];
 
-  passthru = (old.passthru or { }) // {
-    inherit
-      missingDeps
-      litellm-proxy-extras
-      litellm-enterprise
-      wheel
-      ;
-  };
-
-  meta = (old.meta or { }) // {
-    mainProgram = "litellm";
-    changelog = "https://github.com/BerriAI/litellm/releases/tag/v${version}";
+  # The environment holds exactly the lock's distributions for this system: read back from
+  # the installed metadata, not from the list that built it.
+  check = runCommand "litellm-lock-check" { } ''
+    ${env}/bin/python - <<'EOF' > $out
+    import importlib.metadata as m, re, sys
+    norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+    have = sorted(f"{norm(d.metadata['Name'])}=={d.version}" for d in m.distributions())
+    want = sorted("""${lib.concatStringsSep " " env.passthru.expected}""".split())
+    if have != want:
+        sys.exit(f"installed: {sorted(set(have) - set(want))} not in the lock; locked: {sorted(set(want) - set(have))} not installed")
+    print("\n".join(have))
+    EOF
+  '';
+in
+assert lib.assertMsg fresh
+  "stack/litellm/requirements.lock changed since nix/litellm-lock.json was written: run nix/update-litellm-lock";
+env.overrideAttrs (old: {
+  passthru = old.passthru // {
+    inherit check;
   };
 })

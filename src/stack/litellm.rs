@@ -260,4 +260,83 @@ mod tests {
         let hashes = LOCK.matches("--hash=sha256:").count();
         assert!(pins > 50 && hashes >= pins, "{pins} pins, {hashes} hashes");
     }
+
+    /// `name==version` → its hashes, per requirement of the pip lock (names normalised as
+    /// PEP 503 does; a name locked twice under different markers has two versions).
+    fn pip_lock() -> std::collections::BTreeMap<(String, String), Vec<String>> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut cur: Option<(String, String)> = None;
+        for line in LOCK.lines() {
+            let t = line.trim();
+            if t.starts_with('#') || t.is_empty() {
+                continue;
+            }
+            if let Some((name, rest)) = t.split_once("==")
+                && !t.starts_with("--")
+            {
+                let version: String = rest
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != ';' && *c != '\\')
+                    .collect();
+                let name = name.to_lowercase().replace(['_', '.'], "-");
+                cur = Some((name, version));
+                out.insert(cur.clone().unwrap(), Vec::new());
+            } else if let (Some(h), Some(k)) = (t.strip_prefix("--hash=sha256:"), &cur) {
+                let h = h.trim_end_matches('\\').trim().to_owned();
+                out.get_mut(k).unwrap().push(h);
+            }
+        }
+        out
+    }
+
+    /// The Nix LiteLLM (nix/litellm.nix) installs the files nix/litellm-lock.json picks; this is
+    /// the check that they are the pip lock's packages, versions and files: nothing added,
+    /// nothing left out, no file the pip lock does not hash. Regenerate with
+    /// `nix/update-litellm-lock` after changing the pip lock.
+    #[test]
+    fn the_nix_lock_holds_the_pip_locks_packages_versions_and_files() {
+        use sha2::Digest;
+        let nix: serde_json::Value =
+            serde_json::from_str(include_str!("../../nix/litellm-lock.json")).expect("nix/litellm-lock.json is JSON");
+        let digest = format!("{:x}", sha2::Sha256::digest(LOCK.as_bytes()));
+        assert_eq!(
+            nix["source_sha256"].as_str(),
+            Some(digest.as_str()),
+            "stack/litellm/requirements.lock changed since nix/litellm-lock.json was written: run nix/update-litellm-lock"
+        );
+        let pip = pip_lock();
+        let mut seen = std::collections::BTreeSet::new();
+        for p in nix["packages"].as_array().expect("packages") {
+            let key = (
+                p["name"].as_str().unwrap().to_owned(),
+                p["version"].as_str().unwrap().to_owned(),
+            );
+            let hashes = pip
+                .get(&key)
+                .unwrap_or_else(|| panic!("{}=={} is in the Nix lock, not in the pip lock", key.0, key.1));
+            for (system, f) in p["systems"].as_object().unwrap() {
+                if let Some(h) = f["sha256"].as_str() {
+                    assert!(
+                        hashes.iter().any(|x| x == h),
+                        "{}=={} for {system}: {} is not a file the pip lock hashes",
+                        key.0,
+                        key.1,
+                        f["file"]
+                    );
+                }
+            }
+            seen.insert(key);
+        }
+        let missing: Vec<_> = pip.keys().filter(|k| !seen.contains(*k)).collect();
+        assert!(missing.is_empty(), "in the pip lock, not in the Nix lock: {missing:?}");
+        assert!(
+            nix["packages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "litellm" && p["version"] == pinned_version()),
+            "the Nix lock does not carry LiteLLM {}",
+            pinned_version()
+        );
+    }
 }

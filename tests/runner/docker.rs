@@ -234,3 +234,49 @@ fn down_all_removes_what_a_killed_run_left() {
     let left = docker_leftovers(pid);
     assert!(left.is_empty(), "down --all left {left:?}\n{}", out.show());
 }
+
+/// The image of the one local recipe this stack uses (gauntlet), newest first.
+fn newest(repository: &str) -> String {
+    let out = Command::new("docker")
+        .args(["images", repository, "--format", "{{.Repository}}:{{.Tag}}"])
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no {repository} image after a passing run"))
+        .to_owned()
+}
+
+#[test]
+fn an_image_named_by_the_environment_is_the_one_used_and_a_missing_one_says_how_to_load_it() {
+    if !engine() {
+        return;
+    }
+    let s = stack("docker-given", SIM, "");
+    let missing = run(&s, PASSING, &[("GAUNTLET_IMAGE_GAUNTLET", "gauntlet-given/none:missing")]).wait();
+    missing.assert_code(3);
+    missing.assert_stderr_has("GAUNTLET_IMAGE_GAUNTLET=gauntlet-given/none:missing");
+    missing.assert_stderr_has("nix run .#load-images");
+    assert_nothing_left(&s, &missing);
+
+    // The recipe's own image under another name passes; the Redis image under that name (no
+    // /gauntlet in it) fails at start: the variable's image is the one containers run.
+    let built = run(&s, PASSING, &[]).wait();
+    built.assert_code(0);
+    let tag = |from: &str, to: &str| {
+        assert!(Command::new("docker").args(["tag", from, to]).status().unwrap().success());
+    };
+    tag(&newest("gauntlet/gauntlet"), "gauntlet-given/gauntlet:test");
+    let given = run(&s, PASSING, &[("GAUNTLET_IMAGE_GAUNTLET", "gauntlet-given/gauntlet:test")]).wait();
+    given.assert_code(0);
+    assert_nothing_left(&s, &given);
+    let _ = run(&s, &["images", "build", "redis"], &[]).wait();
+    tag(&newest("gauntlet/redis"), "gauntlet-given/wrong:test");
+    let wrong = run(&s, PASSING, &[("GAUNTLET_IMAGE_GAUNTLET", "gauntlet-given/wrong:test")]).wait();
+    assert_ne!(wrong.code, Some(0), "a stack ran from an image without /gauntlet\n{}", wrong.show());
+    assert_nothing_left(&s, &wrong);
+    let _ = Command::new("docker")
+        .args(["rmi", "gauntlet-given/gauntlet:test", "gauntlet-given/wrong:test"])
+        .output();
+}

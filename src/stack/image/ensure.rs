@@ -1,5 +1,5 @@
 //! [`ensure`]: one image made available, whichever way its spec says — a recipe built here
-//! or a pinned reference pulled. The one place that knows every way; each way lives in its
+//! (or made elsewhere and named by `GAUNTLET_IMAGE_<RECIPE>`) or a pinned reference pulled. The one place that knows every way; each way lives in its
 //! own file and shares only the build helpers (`build.rs`).
 
 use std::time::{Duration, Instant};
@@ -27,6 +27,9 @@ pub struct Ready {
 pub async fn ensure(docker: &Docker, spec: &ImageSpec) -> Result<Ready, RunError> {
     let started = Instant::now();
     let (reference, built) = match spec {
+        ImageSpec::Recipe(r) if let Some(given) = super::given::reference(*r) => {
+            super::given::ensure(docker, *r, &given).await?
+        }
         ImageSpec::Recipe(Recipe::Gauntlet) => super::scratch::ensure_gauntlet(docker).await?,
         ImageSpec::Recipe(Recipe::Redis) => super::scratch::ensure_redis(docker).await?,
         ImageSpec::Recipe(Recipe::Litellm) => super::litellm::ensure(docker).await?,

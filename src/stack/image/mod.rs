@@ -13,6 +13,8 @@
 //! - `debian`: the Debian 12 base, from debootstrap or `GAUNTLET_BASE_TARBALL`.
 //! - `litellm`: the base plus a venv from the hash-locked requirements.
 //! - `pull`: pinned images.
+//! - `given`: a recipe's image made elsewhere (the flake's Nix-built images), named by
+//!   `GAUNTLET_IMAGE_<RECIPE>`.
 //!
 //! ## Design note: why build locally, and why tags are digests
 //!
@@ -33,6 +35,7 @@ mod build;
 mod cli;
 mod debian;
 mod ensure;
+mod given;
 mod litellm;
 mod pull;
 mod scratch;
