@@ -2,7 +2,9 @@
   description = "gauntlet: test harness for an LLM gateway stack (runner, pinned LiteLLM 1.100.5, redis, images)";
 
   inputs = {
-    nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+    # nixos-26.05: what this crane revision supports (crane dropped 25.11 in PR #1056) and the
+    # very revision crane tests itself against (its test/flake.lock, nixpkgs-latest-release).
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
     rust-overlay = {
       url = "github:oxalica/rust-overlay";
       inputs.nixpkgs.follows = "nixpkgs";
@@ -57,19 +59,29 @@
         # Container images only make sense for Linux hosts.
         // lib.optionalAttrs (isLinux s.system) {
           inherit (s.images)
-            sim-image
             image-redis
             image-litellm
+            image-gauntlet
             image-vllm
-            images
             ;
         }
       );
 
-      apps = forSystems allSystems (s: {
-        default = s.apps.integration;
-        inherit (s.apps) integration sim gauntlet;
-      });
+      apps = forSystems allSystems (
+        s:
+        {
+          default = s.apps.integration;
+          inherit (s.apps) integration sim gauntlet;
+        }
+        # Loads the Nix-built images into Docker and prints the GAUNTLET_IMAGE_* variables.
+        // lib.optionalAttrs (isLinux s.system) {
+          load-images = {
+            type = "app";
+            program = lib.getExe s.images.load-images;
+            meta.description = "Load gauntlet's Nix-built images into Docker";
+          };
+        }
+      );
 
       devShells = forSystems allSystems (
         s:
@@ -80,6 +92,14 @@
         // lib.optionalAttrs (isLinux s.system) { gpu = s.shells.gpu; }
       );
 
-      checks = forSystems allSystems (s: s.checks // { gauntlet = s.gauntlet; });
+      # `nix flake check`: fmt, clippy, unit tests, the Nix LiteLLM against the pip lock, and
+      # (Linux) every suite on loopback in the sandbox.
+      checks = forSystems allSystems (
+        s:
+        builtins.removeAttrs s.checks (lib.optional (!isLinux s.system) "integration")
+        // {
+          gauntlet = s.gauntlet;
+        }
+      );
     };
 }

@@ -33,12 +33,43 @@ let
     );
   craneLib = (crane.mkLib pkgs).overrideToolchain toolchainFor;
 
-  litellm = pkgs.callPackage ./litellm.nix { };
+  # The one nixpkgs instance with unfree CUDA allowed: only the gpu shell and the vLLM image
+  # reach it, so evaluating anything else stays free-only.
+  pkgsCuda = import nixpkgs {
+    inherit system;
+    config = {
+      allowUnfree = true;
+      cudaSupport = true;
+    };
+  };
+
+  litellm = pkgs.callPackage ./litellm.nix { inherit root; };
 
   runner = import ./runner.nix { inherit lib craneLib root; };
   gauntlet = runner.package;
 
-  images = pkgs.callPackage ./images.nix { inherit gauntlet; };
+  images = pkgs.callPackage ./images.nix { inherit gauntlet litellm pkgsCuda; };
+
+  # Every suite of the default stack on loopback inside the build sandbox (process backend:
+  # Redis, the Nix LiteLLM, gauntlet's simulator, sink and fault proxies as processes; no VM,
+  # no Docker). A binary cache keeps the result until an input changes.
+  integration = pkgs.runCommand "gauntlet-integration" {
+    nativeBuildInputs = [
+      gauntlet
+      pkgs.redis
+      litellm
+    ];
+    GAUNTLET_LITELLM_BIN = lib.getExe litellm;
+    GAUNTLET_REQUIRE = "all";
+    LITELLM_LOCAL_MODEL_COST_MAP = "True";
+  } ''
+    export HOME=$TMPDIR
+    cd $TMPDIR
+    export GAUNTLET_ARTIFACTS=$TMPDIR/artifacts
+    gauntlet test || { cat $TMPDIR/artifacts/logs/*.log 2>/dev/null | tail -n 100; exit 1; }
+    mkdir -p $out
+    cp $TMPDIR/artifacts/summary.json $TMPDIR/artifacts/junit.xml $out/
+  '';
 
   apps = import ./apps.nix {
     inherit
@@ -53,8 +84,7 @@ let
     inherit
       lib
       pkgs
-      nixpkgs
-      system
+      pkgsCuda
       devToolchain
       litellm
       ;
@@ -70,5 +100,8 @@ in
     apps
     shells
     ;
-  inherit (runner) checks;
+  checks = runner.checks // {
+    inherit integration;
+    litellm-lock = litellm.check;
+  };
 }

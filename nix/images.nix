@@ -1,140 +1,123 @@
-# Container images for the Docker backend.
+# Container images for the Docker backend, built by Nix (`dockerTools.streamLayeredImage`), never
+# pulled: no digest to trust, no registry to reach, and each image holds exactly what the
+# process backend runs.
 #
-#   sim-image      built here from the runner: `$(nix build .#sim-image --print-out-paths) | docker image load`
-#   image-redis    \
-#   image-litellm   } upstream images pinned by digest with dockerTools.pullImage:
-#   image-vllm     /  `docker image load -i $(nix build .#image-redis --print-out-paths)`
+#   image-redis     redis-server from nixpkgs, on PATH
+#   image-litellm   the LiteLLM proxy environment from the pip lock (nix/litellm.nix) at
+#                   /opt/litellm, the path the Docker backend runs (src/stack/image/litellm.rs)
+#   image-gauntlet  this flake's gauntlet at /gauntlet (simulator, ledger sink, fault proxy)
+#   image-vllm      (gpu) nixpkgs' vLLM built with CUDA, its OpenAI server as entrypoint
 #
-# !!! The upstream digests and hashes below are PLACEHOLDERS: they could not be resolved on the
-# machine this was written on (no registry access) and no public pin for these exact tags was
-# found. Building one fails until it is refreshed; evaluating one prints a warning. Refresh with
-#
-#   nix run nixpkgs#nix-prefetch-docker -- --image-name redis --image-tag 7-alpine --arch amd64 --os linux
-#   nix run nixpkgs#nix-prefetch-docker -- --image-name ghcr.io/berriai/litellm --image-tag main-v1.100.5-stable --arch amd64 --os linux
-#   nix run nixpkgs#nix-prefetch-docker -- --image-name vllm/vllm-openai --image-tag v0.31.0 --arch amd64 --os linux
-#
-# (repeat with --arch arm64 for aarch64-linux), paste imageDigest + hash, set placeholder = false.
+# Each is a script that writes the image to stdout: `$(nix build .#image-redis --print-out-paths)
+# | docker load`. `nix run .#load-images` loads the CPU stack's three and prints the
+# GAUNTLET_IMAGE_<RECIPE> variables that make the Docker backend use them instead of building
+# its own (src/stack/image/given.rs). Tags are Nix's output hashes: a changed input is a new tag.
 {
   lib,
-  stdenv,
   dockerTools,
-  linkFarm,
+  runCommand,
+  writeShellApplication,
+  cacert,
+  redis,
   gauntlet,
+  litellm,
+  pkgsCuda,
 }:
 let
-  arch =
+  # What every image has besides its program: CA certificates (and a writable /tmp, made below).
+  base = runCommand "gauntlet-image-base" { } ''
+    mkdir -p $out/etc/ssl/certs
+    ln -s ${cacert}/etc/ssl/certs/ca-bundle.crt $out/etc/ssl/certs/ca-certificates.crt
+  '';
+  env = [
+    "PATH=/bin"
+    "HOME=/tmp"
+    "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"
+  ];
+  image =
     {
-      x86_64-linux = "amd64";
-      aarch64-linux = "arm64";
-    }
-    .${stdenv.hostPlatform.system} or (throw "images: unsupported system ${stdenv.hostPlatform.system}");
+      name,
+      contents,
+      config ? { },
+      links ? "",
+    }:
+    dockerTools.streamLayeredImage {
+      name = "gauntlet-nix/${name}";
+      contents = [ base ] ++ contents;
+      # /tmp must be writable by any user the backend runs as.
+      fakeRootCommands = ''
+        mkdir -p tmp
+        chmod 1777 tmp
+        ${links}
+      '';
+      enableFakechroot = false;
+      config = {
+        Env = env;
+        WorkingDir = "/tmp";
+        Labels = {
+          "org.opencontainers.image.source" = "gauntlet flake";
+          "dev.gauntlet.recipe" = name;
+        };
+      }
+      // config;
+    };
 
-  placeholderDigest = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
-
-  pins = {
-    redis = {
-      imageName = "redis";
-      finalImageTag = "7-alpine";
-      amd64 = {
-        imageDigest = placeholderDigest;
-        hash = lib.fakeHash;
-      };
-      arm64 = {
-        imageDigest = placeholderDigest;
-        hash = lib.fakeHash;
-      };
-      placeholder = true;
-    };
-    litellm = {
-      imageName = "ghcr.io/berriai/litellm";
-      # Tag naming follows BerriAI's `main-v<version>-stable` scheme; UNVERIFIED for 1.100.5.
-      finalImageTag = "main-v1.100.5-stable";
-      amd64 = {
-        imageDigest = placeholderDigest;
-        hash = lib.fakeHash;
-      };
-      arm64 = {
-        imageDigest = placeholderDigest;
-        hash = lib.fakeHash;
-      };
-      placeholder = true;
-    };
-    vllm = {
-      imageName = "vllm/vllm-openai";
-      # GPU lane only (see docs/nix.md); pick the tag the GPU suites are validated against.
-      finalImageTag = "v0.31.0";
-      amd64 = {
-        imageDigest = placeholderDigest;
-        hash = lib.fakeHash;
-      };
-      arm64 = {
-        imageDigest = placeholderDigest;
-        hash = lib.fakeHash;
-      };
-      placeholder = true;
-    };
+  image-redis = image {
+    name = "redis";
+    contents = [ redis ];
   };
 
-  pull =
-    name:
-    let
-      pin = pins.${name};
-    in
-    lib.warnIf pin.placeholder
-      "gauntlet image-${name}: placeholder digest/hash; refresh it with nix-prefetch-docker (docs/nix.md)"
-      (
-        dockerTools.pullImage {
-          inherit (pin) imageName finalImageTag;
-          inherit (pin.${arch}) imageDigest hash;
-          finalImageName = pin.imageName;
-          os = "linux";
-          inherit arch;
-        }
-      );
-
-  sim-image = dockerTools.streamLayeredImage {
-    name = "gauntlet-sim";
-    tag = gauntlet.version;
+  image-gauntlet = image {
+    name = "gauntlet";
     contents = [ gauntlet ];
-    config = {
-      Cmd = [
-        "gauntlet"
-        "sim"
-        "--listen"
-        "0.0.0.0:8000"
-      ];
-      Env = [ "PATH=/bin" ];
-      ExposedPorts = {
-        "8000/tcp" = { };
-      };
-      Labels = {
-        "org.opencontainers.image.title" = "gauntlet provider simulator";
-        "org.opencontainers.image.version" = gauntlet.version;
-      };
-    };
+    links = "ln -s ${lib.getExe gauntlet} gauntlet";
   };
 
-  image-redis = pull "redis";
-  image-litellm = pull "litellm";
-  image-vllm = pull "vllm";
+  image-litellm = image {
+    name = "litellm";
+    contents = [ litellm ];
+    links = "mkdir -p opt && ln -s ${litellm} opt/litellm";
+    config.Env = env ++ [ "LITELLM_LOCAL_MODEL_COST_MAP=True" ];
+  };
+
+  # GPU lane only. No public pin of vllm/vllm-openai carries the Nix hash pullImage needs for
+  # both architectures, so the image is built from nixpkgs' vLLM (CUDA, unfree) instead; the
+  # upstream image the Docker manifest names stays pinned by its registry digest
+  # (stack/gauntlet.toml, docs/nix.md).
+  vllm = pkgsCuda.python3Packages.vllm;
+  image-vllm = image {
+    name = "vllm";
+    contents = [ (pkgsCuda.python3.withPackages (_: [ vllm ])) ];
+    config.Entrypoint = [
+      "python3"
+      "-m"
+      "vllm.entrypoints.openai.api_server"
+    ];
+  };
+
+  cpu = {
+    redis = image-redis;
+    litellm = image-litellm;
+    gauntlet = image-gauntlet;
+  };
+
+  # Streams each CPU image into the engine and prints what makes the backend use it.
+  load-images = writeShellApplication {
+    name = "gauntlet-load-images";
+    text = lib.concatStrings (
+      lib.mapAttrsToList (recipe: img: ''
+        ${img} | docker load >&2
+        echo "export GAUNTLET_IMAGE_${lib.toUpper recipe}=${img.imageName}:${img.imageTag}"
+      '') cpu
+    );
+  };
 in
 {
   inherit
-    sim-image
     image-redis
     image-litellm
+    image-gauntlet
     image-vllm
+    load-images
     ;
-
-  # The CPU stack's upstream images in one directory (vLLM is GPU-only, so it is left out).
-  images = linkFarm "gauntlet-images" [
-    {
-      name = "redis.tar";
-      path = image-redis;
-    }
-    {
-      name = "litellm.tar";
-      path = image-litellm;
-    }
-  ];
 }

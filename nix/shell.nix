@@ -5,8 +5,7 @@
 {
   lib,
   pkgs,
-  nixpkgs,
-  system,
+  pkgsCuda,
   devToolchain,
   litellm,
 }:
@@ -33,14 +32,6 @@ let
     };
 
   default = mkDevShell "gauntlet" [ ];
-
-  pkgsCuda = import nixpkgs {
-    inherit system;
-    config = {
-      allowUnfree = true;
-      cudaSupport = true;
-    };
-  };
 
   # nvcc/cudart for building probes and nvidia-ctk for generating the CDI spec. The driver
   # (libcuda, nvidia-smi) always comes from the host, and vLLM brings its own CUDA inside its

@@ -254,7 +254,12 @@ fn an_image_named_by_the_environment_is_the_one_used_and_a_missing_one_says_how_
         return;
     }
     let s = stack("docker-given", SIM, "");
-    let missing = run(&s, PASSING, &[("GAUNTLET_IMAGE_GAUNTLET", "gauntlet-given/none:missing")]).wait();
+    let missing = run(
+        &s,
+        PASSING,
+        &[("GAUNTLET_IMAGE_GAUNTLET", "gauntlet-given/none:missing")],
+    )
+    .wait();
     missing.assert_code(3);
     missing.assert_stderr_has("GAUNTLET_IMAGE_GAUNTLET=gauntlet-given/none:missing");
     missing.assert_stderr_has("nix run .#load-images");
@@ -265,16 +270,32 @@ fn an_image_named_by_the_environment_is_the_one_used_and_a_missing_one_says_how_
     let built = run(&s, PASSING, &[]).wait();
     built.assert_code(0);
     let tag = |from: &str, to: &str| {
-        assert!(Command::new("docker").args(["tag", from, to]).status().unwrap().success());
+        assert!(
+            Command::new("docker")
+                .args(["tag", from, to])
+                .status()
+                .unwrap()
+                .success()
+        );
     };
     tag(&newest("gauntlet/gauntlet"), "gauntlet-given/gauntlet:test");
-    let given = run(&s, PASSING, &[("GAUNTLET_IMAGE_GAUNTLET", "gauntlet-given/gauntlet:test")]).wait();
+    let given = run(
+        &s,
+        PASSING,
+        &[("GAUNTLET_IMAGE_GAUNTLET", "gauntlet-given/gauntlet:test")],
+    )
+    .wait();
     given.assert_code(0);
     assert_nothing_left(&s, &given);
     let _ = run(&s, &["images", "build", "redis"], &[]).wait();
     tag(&newest("gauntlet/redis"), "gauntlet-given/wrong:test");
     let wrong = run(&s, PASSING, &[("GAUNTLET_IMAGE_GAUNTLET", "gauntlet-given/wrong:test")]).wait();
-    assert_ne!(wrong.code, Some(0), "a stack ran from an image without /gauntlet\n{}", wrong.show());
+    assert_ne!(
+        wrong.code,
+        Some(0),
+        "a stack ran from an image without /gauntlet\n{}",
+        wrong.show()
+    );
     assert_nothing_left(&s, &wrong);
     let _ = Command::new("docker")
         .args(["rmi", "gauntlet-given/gauntlet:test", "gauntlet-given/wrong:test"])

@@ -19,7 +19,10 @@ pub fn variable(recipe: Recipe) -> String {
 
 /// The reference the environment gives for `recipe`, if any.
 pub fn reference(recipe: Recipe) -> Option<String> {
-    std::env::var(variable(recipe)).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    std::env::var(variable(recipe))
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 /// `reference`, checked to be an image the engine has.
