@@ -25,15 +25,33 @@ pub struct Proc {
     teardown: Teardown,
 }
 
-/// Starts `argv` with `env`, stdout and stderr appended to `log`.
+/// How a start treats the service's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStart {
+    /// The first start of this run: a log left by an earlier run is replaced.
+    Fresh,
+    /// A restart (chaos): what the service said before it is kept, a line marks the restart.
+    Restart,
+}
+
+/// Starts `argv` with `env`, stdout and stderr written to `log`.
 pub fn spawn(
     name: &str,
     argv: &[String],
     env: &[(String, String)],
     log: &Path,
+    start: LogStart,
     teardown: &Teardown,
 ) -> std::io::Result<Proc> {
-    let out = File::create(log)?;
+    let out = match start {
+        LogStart::Fresh => File::create(log)?,
+        LogStart::Restart => {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).create(true).open(log)?;
+            writeln!(f, "--- gauntlet: {name} restarted ---")?;
+            f
+        }
+    };
     let err = out.try_clone()?;
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -135,7 +153,7 @@ impl Processes {
         if which(&l.argv[0]).is_none() {
             return Err(RunError::stack(missing_program(name, &l.argv[0])));
         }
-        let proc = spawn(name, &l.argv, &l.env, log, &self.teardown)
+        let proc = spawn(name, &l.argv, &l.env, log, LogStart::Fresh, &self.teardown)
             .map_err(|e| RunError::stack(format!("service '{name}': cannot start {}: {e}", l.argv[0])))?;
         let url = format!("{}://127.0.0.1:{}", l.scheme, l.port);
         let endpoint = Endpoint {
@@ -244,7 +262,7 @@ impl Processes {
                 signal(libc::SIGCONT);
                 old.stop();
                 let Started { argv, env } = self.launches[name].clone();
-                let proc = spawn(name, &argv, &env, log, &self.teardown)
+                let proc = spawn(name, &argv, &env, log, LogStart::Restart, &self.teardown)
                     .map_err(|e| RunError::stack(format!("service '{name}': cannot restart: {e}")))?;
                 let pid = proc.child.id();
                 self.procs.push(proc);
@@ -338,7 +356,8 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         let teardown = Teardown::default();
-        let mut p = spawn("sh", &argv, &[], &log, &teardown).unwrap();
+        std::fs::write(&log, "an earlier run's line\n").unwrap();
+        let mut p = spawn("sh", &argv, &[], &log, LogStart::Fresh, &teardown).unwrap();
         let pgid = p.child.id() as i32;
         let t = Instant::now();
         while !std::fs::read_to_string(&log).unwrap().contains("started") {
@@ -352,6 +371,25 @@ mod tests {
             "process group {pgid} survived stop"
         );
         assert!(teardown.running().is_empty());
+        let first = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            !first.contains("an earlier run's line"),
+            "a first start replaces an old log: {first}"
+        );
+
+        // A restart keeps what the service said before it.
+        let mut again = spawn("sh", &argv, &[], &log, LogStart::Restart, &teardown).unwrap();
+        let t = Instant::now();
+        while std::fs::read_to_string(&log).unwrap().matches("started").count() < 2 {
+            assert!(t.elapsed() < Duration::from_secs(5), "restarted shell never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        again.stop();
+        let both = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            both.starts_with(&first) && both.contains("--- gauntlet: sh restarted ---"),
+            "{both}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }
