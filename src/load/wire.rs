@@ -96,17 +96,7 @@ impl Conn {
     /// arrives.
     pub async fn body(&mut self, mut on_data: impl FnMut(Bytes)) -> Result<(), WireError> {
         match self.framing.take().ok_or(WireError::Malformed)? {
-            Framing::Length(n) => {
-                let mut left = n;
-                while left > 0 {
-                    if self.buf.is_empty() && self.fill().await? == 0 {
-                        return Err(WireError::Incomplete);
-                    }
-                    let take = left.min(self.buf.len());
-                    on_data(self.buf.split_to(take).freeze());
-                    left -= take;
-                }
-            }
+            Framing::Length(n) => self.pass(n, &mut on_data).await?,
             Framing::Chunked => self.read_chunked(&mut on_data).await?,
             Framing::UntilClose => {
                 self.reusable = false;
@@ -206,6 +196,20 @@ impl Conn {
         }
     }
 
+    /// Hands the next `n` bytes of the body over as they arrive (what is buffered at once).
+    async fn pass(&mut self, n: usize, on_data: &mut impl FnMut(Bytes)) -> Result<(), WireError> {
+        let mut left = n;
+        while left > 0 {
+            if self.buf.is_empty() && self.fill().await? == 0 {
+                return Err(WireError::Incomplete);
+            }
+            let take = left.min(self.buf.len());
+            on_data(self.buf.split_to(take).freeze());
+            left -= take;
+        }
+        Ok(())
+    }
+
     async fn read_chunked(&mut self, on_data: &mut impl FnMut(Bytes)) -> Result<(), WireError> {
         loop {
             let size = loop {
@@ -241,15 +245,7 @@ impl Conn {
                     }
                 }
             }
-            let mut left = size;
-            while left > 0 {
-                if self.buf.is_empty() && self.fill().await? == 0 {
-                    return Err(WireError::Incomplete);
-                }
-                let take = left.min(self.buf.len());
-                on_data(self.buf.split_to(take).freeze());
-                left -= take;
-            }
+            self.pass(size, on_data).await?;
             while self.buf.len() < 2 {
                 if self.fill().await? == 0 {
                     return Err(WireError::Incomplete);

@@ -468,9 +468,7 @@ fn begin(c: Call, dialect: Dialect) -> Begun {
     m.generation_tokens.fetch_add(reply.tokens(), Ordering::Relaxed);
     let body = dialect.body(s.seed, &req, &reply, cache, entry.time_ms / 1000, !req.omit_usage);
     let elapsed = start.elapsed();
-    m.ttft.observe(elapsed.as_secs_f64());
-    m.e2e.observe(elapsed.as_secs_f64());
-    m.success.fetch_add(1, Ordering::Relaxed);
+    m.answered(elapsed);
     entry.finish(outcome, reply.tokens(), elapsed.as_millis() as u64, cache);
     let seq = s.journal_push(entry, text);
     Begun::Answered(with_ids(json(body), &dep, seq))
@@ -527,9 +525,7 @@ impl Pending {
         m.generation_tokens.fetch_add(reply.tokens(), Ordering::Relaxed);
         if !req.stream {
             pause(first_delay).await;
-            m.ttft.observe(start.elapsed().as_secs_f64());
-            m.e2e.observe(start.elapsed().as_secs_f64());
-            m.success.fetch_add(1, Ordering::Relaxed);
+            m.answered(start.elapsed());
             finish(outcome, reply.tokens(), cache);
             let body = dialect.body(s.seed, &req, &reply, cache, created, with_usage);
             return with_ids(json(body), &dep, seq);

@@ -143,6 +143,17 @@ pub struct Metrics {
     pub e2e: Histogram,
 }
 
+impl Metrics {
+    /// A whole (not streamed) reply sent `took` after the call began: its first token and
+    /// its end are the same moment.
+    pub fn answered(&self, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        self.ttft.observe(secs);
+        self.e2e.observe(secs);
+        self.success.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// A Prometheus histogram with fixed buckets (seconds). An observation bumps one bucket and
 /// the sum, so a scrape that adds the buckets up (see `metrics`) gets cumulative counts whose
 /// `+Inf` is the count however observations interleave with it.
