@@ -171,7 +171,8 @@ fn run(mut args: Arguments) -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
     let mut endpoints = endpoints;
     if !selected.is_empty() && !router_url.is_empty() {
-        endpoints.router_version = rt.block_on(super::target::check_router(&router_url, &target));
+        let key = endpoints.master_key.clone();
+        endpoints.router_version = rt.block_on(super::target::check_router(&router_url, key.as_deref(), &target));
     }
     let prices_currency = prices.currency.clone();
     // A stack's cases share its lock folder (nextest's processes too); a bare router's get one

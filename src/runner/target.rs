@@ -87,7 +87,7 @@ pub fn external_key() -> Option<String> {
 /// readiness endpoint, and returns its version. A dead router or one answering garbage is
 /// reported here once, instead of as every case failing the same way. A router this run
 /// started has already passed its manifest's health check: it is asked once, for its version.
-pub async fn check_router(url: &str, target: &Target) -> Option<String> {
+pub async fn check_router(url: &str, key: Option<&str>, target: &Target) -> Option<String> {
     let http = reqwest::Client::new();
     let timeout = match target {
         Target::Embedded => std::time::Duration::ZERO,
@@ -122,7 +122,12 @@ pub async fn check_router(url: &str, target: &Target) -> Option<String> {
     match stack::health::wait_until(timeout, check, || None).await {
         Ok(_) => {
             let v = last.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
-            v.get("litellm_version").and_then(|s| s.as_str()).map(str::to_owned)
+            match v.get("litellm_version").and_then(|s| s.as_str()) {
+                Some(version) => Some(version.to_owned()),
+                // Since 1.100 the public probe says only `status` and `db`; the version is in
+                // the authenticated details.
+                None => details_version(&http, url, key?).await,
+            }
         }
         Err(_) if matches!(target, Target::Embedded) => None,
         Err(why) => {
@@ -130,5 +135,61 @@ pub async fn check_router(url: &str, target: &Target) -> Option<String> {
             eprintln!("gauntlet: warning: router readiness {probe_url}: {why}");
             None
         }
+    }
+}
+
+/// `litellm_version` from `/health/readiness/details` (LiteLLM ≥ 1.100 answers it to a key).
+async fn details_version(http: &reqwest::Client, url: &str, key: &str) -> Option<String> {
+    let r = http
+        .get(format!("{}/health/readiness/details", url.trim_end_matches('/')))
+        .bearer_auth(key)
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let v: serde_json::Value = r.error_for_status().ok()?.json().await.ok()?;
+    v.get("litellm_version")?.as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+    use axum::routing::get;
+
+    /// LiteLLM 1.100's probes: the public one without the version, the details behind a key.
+    async fn router() -> String {
+        let app = axum::Router::new()
+            .route(
+                "/health/readiness",
+                get(|| async { axum::Json(serde_json::json!({"status": "healthy", "db": "Not connected"})) }),
+            )
+            .route(
+                "/health/readiness/details",
+                get(|h: HeaderMap| async move {
+                    if h.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer sk-test") {
+                        Ok(axum::Json(
+                            serde_json::json!({"status": "healthy", "litellm_version": "9.9.9"}),
+                        ))
+                    } else {
+                        Err(axum::http::StatusCode::UNAUTHORIZED)
+                    }
+                }),
+            );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn the_version_comes_from_the_authenticated_details_when_the_probe_hides_it() {
+        let url = router().await;
+        assert_eq!(
+            check_router(&url, Some("sk-test"), &Target::Embedded).await.as_deref(),
+            Some("9.9.9")
+        );
+        assert_eq!(check_router(&url, Some("sk-wrong"), &Target::Embedded).await, None);
+        assert_eq!(check_router(&url, None, &Target::Embedded).await, None);
     }
 }
