@@ -366,8 +366,20 @@ async fn region_down(c: Ctx, r: Regional, outage: Outage) -> anyhow::Result<()> 
     tracing::info!(account = %a, ?failover, ?recovery, "region {} {}", r.service, outage.name());
     c.observe("requests_sent", (a.before.sent + a.during.sent + a.after.sent) as f64);
     c.observe("requests_lost", (a.during.lost() + a.after.lost()) as f64);
-    let failover = failover.ok_or_else(|| anyhow::anyhow!("traffic never settled outside {}: {a}", r.service))?;
-    let recovery = recovery.ok_or_else(|| anyhow::anyhow!("traffic never settled back on {}: {a}", r.service))?;
+    let failover = failover.ok_or_else(|| {
+        anyhow::anyhow!(
+            "traffic never settled outside {}: {a}; the last before the heal: {}",
+            r.service,
+            a.last_before(heal_at, 6)
+        )
+    })?;
+    let recovery = recovery.ok_or_else(|| {
+        anyhow::anyhow!(
+            "traffic never settled back on {}: {a}; the last: {}",
+            r.service,
+            a.last_before(Duration::MAX, 6)
+        )
+    })?;
     c.observe("failover_s", failover.as_secs_f64());
     c.observe(
         "slowest_during_outage_ms",
