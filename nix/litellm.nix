@@ -73,7 +73,13 @@ let
     buildPhase = ''
       runHook preBuild
       ${python.interpreter} -m venv --without-pip $out
+      # installer reads a wheel's name and version from its file name: the store path's hash
+      # prefix goes first.
+      mkdir dist
       for w in ${lib.concatStringsSep " " wheels}; do
+        cp "$w" "dist/$(stripHash "$w")"
+      done
+      for w in dist/*.whl; do
         PYTHONPATH=${python.pkgs.installer}/${python.sitePackages} \
           $out/bin/python -m installer --no-compile-bytecode "$w"
       done
@@ -84,6 +90,7 @@ let
     LITELLM_LOCAL_MODEL_COST_MAP = "True";
     doInstallCheck = true;
     installCheckPhase = ''
+      export HOME=$TMPDIR
       $out/bin/python -c 'import litellm, litellm.proxy.proxy_server'
       $out/bin/litellm --version
     '';
