@@ -1,6 +1,7 @@
 //! [`ensure`]: one image made available, whichever way its spec says — a recipe built here
-//! (or made elsewhere and named by `GAUNTLET_IMAGE_<RECIPE>`) or a pinned reference pulled. The one place that knows every way; each way lives in its
-//! own file and shares only the build helpers (`build.rs`).
+//! (or made elsewhere and named by `GAUNTLET_IMAGE_<RECIPE>`) or a pinned reference pulled.
+//! The one place that knows every way; each way lives in its own file and shares only the
+//! build helpers (`build.rs`).
 
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,8 @@
 //! has — the flake's `streamLayeredImage` images, loaded by `nix run .#load-images`, which
 //! prints these variables. Such an image must keep the recipe's contract: `/gauntlet`,
 //! `redis-server` on PATH, `/opt/litellm/bin/litellm`. Nothing is built or pulled for it: an
-//! image that is not there is a usage error that says how to load it, never a silent fallback
-//! to the local recipe (which would test another build than the one named).
+//! image that is not there is an error that says how to load it, never a silent fallback to
+//! the local recipe (which would test another build than the one named).
 
 use bollard::Docker;
 
