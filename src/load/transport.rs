@@ -15,7 +15,7 @@ use super::wire::{Conn, WireError};
 use crate::error::RunError;
 
 /// LiteLLM's own account of the time it added to a request.
-const OVERHEAD_HEADER: &str = "x-litellm-overhead-duration-ms";
+pub(super) const OVERHEAD_HEADER: &str = "x-litellm-overhead-duration-ms";
 
 /// Where requests go: the chat completions URL, its key and how to reach it.
 pub struct Transport {

@@ -282,7 +282,7 @@ fn framing_of(version: Option<u8>, headers: &[httparse::Header]) -> Result<(Fram
         } else if h.name.eq_ignore_ascii_case("connection") {
             let s = v().unwrap_or("").to_ascii_lowercase();
             close = s.contains("close") || (version == Some(0) && !s.contains("keep-alive"));
-        } else if h.name.eq_ignore_ascii_case("x-litellm-overhead-duration-ms") {
+        } else if h.name.eq_ignore_ascii_case(super::transport::OVERHEAD_HEADER) {
             claimed = v().ok().and_then(|s| s.parse().ok());
         }
     }

@@ -235,7 +235,7 @@ fn down_all_removes_what_a_killed_run_left() {
     assert!(left.is_empty(), "down --all left {left:?}\n{}", out.show());
 }
 
-/// The image of the one local recipe this stack uses (gauntlet), newest first.
+/// The newest-listed image of `repository`, as `name:tag`.
 fn newest(repository: &str) -> String {
     let out = Command::new("docker")
         .args(["images", repository, "--format", "{{.Repository}}:{{.Tag}}"])
@@ -254,12 +254,9 @@ fn an_image_named_by_the_environment_is_the_one_used_and_a_missing_one_says_how_
         return;
     }
     let s = stack("docker-given", SIM, "");
-    let missing = run(
-        &s,
-        PASSING,
-        &[("GAUNTLET_IMAGE_GAUNTLET", "gauntlet-given/none:missing")],
-    )
-    .wait();
+    // A passing run with the gauntlet recipe's image named by the environment.
+    let with_image = |reference: &str| run(&s, PASSING, &[("GAUNTLET_IMAGE_GAUNTLET", reference)]).wait();
+    let missing = with_image("gauntlet-given/none:missing");
     missing.assert_code(3);
     missing.assert_stderr_has("GAUNTLET_IMAGE_GAUNTLET=gauntlet-given/none:missing");
     missing.assert_stderr_has("nix run .#load-images");
@@ -279,17 +276,12 @@ fn an_image_named_by_the_environment_is_the_one_used_and_a_missing_one_says_how_
         );
     };
     tag(&newest("gauntlet/gauntlet"), "gauntlet-given/gauntlet:test");
-    let given = run(
-        &s,
-        PASSING,
-        &[("GAUNTLET_IMAGE_GAUNTLET", "gauntlet-given/gauntlet:test")],
-    )
-    .wait();
+    let given = with_image("gauntlet-given/gauntlet:test");
     given.assert_code(0);
     assert_nothing_left(&s, &given);
     let _ = run(&s, &["images", "build", "redis"], &[]).wait();
     tag(&newest("gauntlet/redis"), "gauntlet-given/wrong:test");
-    let wrong = run(&s, PASSING, &[("GAUNTLET_IMAGE_GAUNTLET", "gauntlet-given/wrong:test")]).wait();
+    let wrong = with_image("gauntlet-given/wrong:test");
     assert_ne!(
         wrong.code,
         Some(0),
